@@ -1,0 +1,72 @@
+"""The `si` command: parses arguments, calls library code, prints results.
+
+Subcommands live in appliance/commands/, one module each with a
+`register(subparsers)` function; they are discovered, so adding a command
+touches only its own module. SystemImager spelling is accepted too:
+single-dash long options abbreviated to minimum uniqueness
+(`getimage -golden-client X -im Y`, `updateclient -a -s server -c eth0`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from . import commands
+from .commands._common import CliError
+from .config import ConfigError
+
+
+def normalise_single_dash(argv: list[str]) -> list[str]:
+    """Turn SystemImager-style `-image` / `-a` into `--image` / `--a`.
+
+    argparse then expands `--a` to the one long option it uniquely prefixes.
+    `-h` stays help; anything after `--`, and negative numbers, are untouched.
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            out.extend(argv[i:])
+            break
+        if len(arg) >= 2 and arg[0] == "-" and arg[1].isalpha() and arg != "-h":
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="si", description="SystemImager appliance: PXE install server and tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = normalise_single_dash(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        result = args.func(args)
+    except (CliError, ConfigError) as exc:
+        print(f"si {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

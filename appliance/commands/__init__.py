@@ -1,0 +1,1 @@
+"""One module per `si` subcommand; each defines register(subparsers)."""

@@ -1,0 +1,53 @@
+"""si up: run every enabled service in one process until signalled."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .. import netcheck
+from ..service import Context
+from ..supervisor import Supervisor, build_services
+from ._common import CliError, add_config_arg, load_config, open_store
+from .status import print_status
+
+log = logging.getLogger("si.up")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("up", help="run the install server (DHCP, TFTP, DNS, HTTP, rsyncd)")
+    add_config_arg(p)
+    p.add_argument("--force", action="store_true",
+                   help="serve even on an interface with a default route or no address in the subnets")
+    p.set_defaults(func=up)
+
+
+def make_context(args) -> Context:
+    cfg = load_config(args)
+    for path in (cfg.state_dir, cfg.log_dir, cfg.boot_root, cfg.images_dir, cfg.scripts_dir, cfg.run_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    return Context(cfg, open_store(cfg))
+
+
+def up(args) -> int:
+    ctx = make_context(args)
+    try:
+        for warning in netcheck.check_interface(ctx.config, force=args.force):
+            log.warning("forced: %s", warning)
+    except netcheck.NetworkRefused as exc:
+        raise CliError(str(exc)) from None
+
+    def reload() -> Context:
+        new = make_context(args)
+        netcheck.check_interface(new.config, force=args.force)
+        return new
+
+    supervisor = Supervisor(ctx, build_services(ctx), reload_config=reload)
+    ctx.status = supervisor.status
+
+    def started(status: dict) -> None:
+        print_status(status)
+        log.info("serving; SIGHUP reloads %s, SIGTERM stops", ctx.config.source)
+
+    asyncio.run(supervisor.run_until_signalled(started))
+    log.info("stopped")
+    return 0

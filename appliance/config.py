@@ -1,0 +1,382 @@
+"""The appliance's one typed config: a TOML file read into frozen dataclasses.
+
+Everything is validated up front; any problem raises ConfigError whose message
+names the key, so the CLI can print one line and exit 2 without touching disk.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/systemimager/appliance.toml")
+SERVICE_NAMES = ("dhcp", "tftp", "dns", "http", "rsyncd")
+IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
+_HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    first: IPv4Address
+    last: IPv4Address
+
+    def __contains__(self, ip: IPv4Address) -> bool:
+        return self.first <= ip <= self.last
+
+    @property
+    def size(self) -> int:
+        return int(self.last) - int(self.first) + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    network: IPv4Network
+    pools: tuple[Pool, ...] = ()
+    gateway: IPv4Address | None = None
+    dns_servers: tuple[IPv4Address, ...] = ()
+    lease_time: int = 3600
+
+
+@dataclass(frozen=True)
+class DhcpConfig:
+    mode: str = "server"          # "server" assigns addresses; "proxy" only answers PXE
+    enrol: bool = False           # unknown MACs are recorded in the hosts table
+    site_option: int = 224        # image-server hint also sent under this code
+    probe_seconds: float = 3.0    # look for another DHCP server this long before serving
+    port: int = 67
+
+
+@dataclass(frozen=True)
+class TftpConfig:
+    port: int = 69
+    max_sessions: int = 512
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    port: int = 53
+    upstream: tuple[IPv4Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class RsyncdConfig:
+    port: int = 873
+    max_connections: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    interface: str
+    address: IPv4Address
+    domain: str = "cluster.local"
+    image_server: IPv4Address | None = None  # None: same as address
+    state_dir: Path = Path("/var/lib/systemimager")
+    log_dir: Path = Path("/var/log/systemimager")
+    boot_dir: Path | None = None             # None: state_dir / "tftpboot"
+    services: frozenset[str] = frozenset(SERVICE_NAMES)
+    subnets: tuple[SubnetConfig, ...] = ()
+    dhcp: DhcpConfig = field(default_factory=DhcpConfig)
+    tftp: TftpConfig = field(default_factory=TftpConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    rsyncd: RsyncdConfig = field(default_factory=RsyncdConfig)
+    source: Path | None = None
+
+    # Derived paths: the SystemImager layout under the state directory.
+    @property
+    def hint_address(self) -> IPv4Address:
+        return self.image_server or self.address
+
+    @property
+    def boot_root(self) -> Path:
+        return self.boot_dir or self.state_dir / "tftpboot"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.state_dir / "images"
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.state_dir / "scripts"
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "appliance.db"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    def enabled(self, service: str) -> bool:
+        return service in self.services
+
+    def subnet_for(self, ip: IPv4Address) -> SubnetConfig | None:
+        return next((s for s in self.subnets if ip in s.network), None)
+
+    def with_overrides(self, **kw: Any) -> "Config":
+        return replace(self, **kw)
+
+
+# --- parsing helpers: each names the key it is checking -------------------
+
+def _take(table: dict, key: str, prefix: str, kind: type | tuple, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int subclass; never accept it where a number is wanted.
+    if isinstance(value, bool) and bool not in kinds:
+        raise ConfigError(f"{prefix}{key}: expected {_kind_name(kinds)}, got a boolean")
+    if not isinstance(value, kinds):
+        raise ConfigError(f"{prefix}{key}: expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _kind_name(kinds: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _check_keys(table: dict, allowed: set[str], prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            where = prefix.rstrip(".") or "top level"
+            raise ConfigError(f"{prefix}{key}: unknown key (allowed in {where}: {', '.join(sorted(allowed))})")
+
+
+def _ip(value: Any, key: str) -> IPv4Address:
+    try:
+        return IPv4Address(value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{key}: {value!r} is not an IPv4 address") from None
+
+
+def _port(table: dict, key: str, prefix: str, default: int) -> int:
+    value = _take(table, key, prefix, int, default)
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{prefix}{key}: port {value} is outside 1-65535")
+    return value
+
+
+def _positive(table: dict, key: str, prefix: str, default: int | float, kind=int) -> Any:
+    value = _take(table, key, prefix, kind if kind is int else (int, float), default)
+    if value <= 0:
+        raise ConfigError(f"{prefix}{key}: must be greater than 0, got {value}")
+    return value
+
+
+def valid_domain(name: str) -> bool:
+    labels = name.lower().rstrip(".").split(".")
+    return len(name) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in labels)
+
+
+def _parse_pool(text: Any, key: str, network: IPv4Network) -> Pool:
+    if not isinstance(text, str) or text.count("-") != 1:
+        raise ConfigError(f"{key}: {text!r} is not a range like '10.0.0.100-10.0.0.199'")
+    first, last = (_ip(part.strip(), key) for part in text.split("-"))
+    if first > last:
+        raise ConfigError(f"{key}: range {text} runs backwards")
+    for ip in (first, last):
+        if ip not in network:
+            raise ConfigError(f"{key}: {ip} is outside subnet {network}")
+        if ip in (network.network_address, network.broadcast_address):
+            raise ConfigError(f"{key}: {ip} is the network or broadcast address of {network}")
+    return Pool(first, last)
+
+
+def _parse_subnet(table: Any, index: int) -> SubnetConfig:
+    prefix = f"subnet[{index}]."
+    if not isinstance(table, dict):
+        raise ConfigError(f"subnet[{index}]: expected a table")
+    _check_keys(table, {"network", "pools", "gateway", "dns_servers", "lease_time"}, prefix)
+    if "network" not in table:
+        raise ConfigError(f"{prefix}network: missing (e.g. network = \"10.77.0.0/24\")")
+    try:
+        network = IPv4Network(_take(table, "network", prefix, str, None), strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}network: {exc}") from None
+    pools = tuple(_parse_pool(p, f"{prefix}pools[{i}]", network)
+                  for i, p in enumerate(_take(table, "pools", prefix, list, [])))
+    ordered = sorted(pools, key=lambda p: p.first)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.first <= a.last:
+            raise ConfigError(f"{prefix}pools: ranges {a} and {b} overlap")
+    gateway = table.get("gateway")
+    gateway = _ip(gateway, f"{prefix}gateway") if gateway is not None else None
+    if gateway is not None and gateway not in network:
+        raise ConfigError(f"{prefix}gateway: {gateway} is outside subnet {network}")
+    dns = tuple(_ip(v, f"{prefix}dns_servers[{i}]")
+                for i, v in enumerate(_take(table, "dns_servers", prefix, list, [])))
+    lease = _positive(table, "lease_time", prefix, 3600)
+    if lease < 60:
+        raise ConfigError(f"{prefix}lease_time: {lease} s is too short (at least 60)")
+    return SubnetConfig(network, pools, gateway, dns, lease)
+
+
+def parse(data: dict, source: Path | None = None) -> Config:
+    """Build a validated Config from a TOML document (already decoded)."""
+    top = {"interface", "address", "domain", "image_server", "state_dir", "log_dir", "boot_dir",
+           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd"}
+    _check_keys(data, top, "")
+    for key in ("interface", "address"):
+        if key not in data:
+            raise ConfigError(f"{key}: missing (see 'si config example')")
+    interface = _take(data, "interface", "", str, "")
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface):
+        raise ConfigError(f"interface: {interface!r} is not a valid interface name")
+    address = _ip(data["address"], "address")
+    domain = _take(data, "domain", "", str, "cluster.local").lower().rstrip(".")
+    if not valid_domain(domain):
+        raise ConfigError(f"domain: {domain!r} is not a valid DNS domain")
+    image_server = _ip(data["image_server"], "image_server") if "image_server" in data else None
+
+    def path(key: str, default: Path | None) -> Path | None:
+        value = _take(data, key, "", str, None)
+        if value is None:
+            return default
+        if not value.startswith("/"):
+            raise ConfigError(f"{key}: {value!r} must be an absolute path")
+        return Path(value)
+
+    services_table = _take(data, "services", "", dict, {})
+    _check_keys(services_table, set(SERVICE_NAMES), "services.")
+    services = frozenset(name for name in SERVICE_NAMES
+                         if _take(services_table, name, "services.", bool, True))
+
+    subnets = tuple(_parse_subnet(t, i) for i, t in enumerate(_take(data, "subnet", "", list, [])))
+    for i, a in enumerate(subnets):
+        for b in subnets[i + 1:]:
+            if a.network.overlaps(b.network):
+                raise ConfigError(f"subnet: {a.network} and {b.network} overlap")
+    if "dhcp" in services and not subnets:
+        raise ConfigError("subnet: DHCP is enabled but no [[subnet]] is configured")
+    if subnets and not any(address in s.network for s in subnets):
+        raise ConfigError(f"address: {address} is in none of the configured subnets")
+    for s in subnets:
+        for pool in s.pools:
+            if address in pool:
+                raise ConfigError(f"address: the server's own address {address} lies in pool {pool}")
+
+    dhcp_t = _take(data, "dhcp", "", dict, {})
+    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port"}, "dhcp.")
+    mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
+    if mode not in ("server", "proxy"):
+        raise ConfigError(f"dhcp.mode: {mode!r} is not 'server' or 'proxy'")
+    site_option = _take(dhcp_t, "site_option", "dhcp.", int, 224)
+    if not 224 <= site_option <= 254:
+        raise ConfigError(f"dhcp.site_option: {site_option} is not a site-specific code (224-254)")
+    dhcp = DhcpConfig(mode, _take(dhcp_t, "enrol", "dhcp.", bool, False), site_option,
+                      float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 3.0)),
+                      _port(dhcp_t, "port", "dhcp.", 67))
+    if dhcp.probe_seconds < 0:
+        raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
+
+    tftp_t = _take(data, "tftp", "", dict, {})
+    _check_keys(tftp_t, {"port", "max_sessions"}, "tftp.")
+    tftp = TftpConfig(_port(tftp_t, "port", "tftp.", 69), _positive(tftp_t, "max_sessions", "tftp.", 512))
+    http_t = _take(data, "http", "", dict, {})
+    _check_keys(http_t, {"port"}, "http.")
+    http = HttpConfig(_port(http_t, "port", "http.", 8080))
+    dns_t = _take(data, "dns", "", dict, {})
+    _check_keys(dns_t, {"port", "upstream"}, "dns.")
+    dns = DnsConfig(_port(dns_t, "port", "dns.", 53),
+                    tuple(_ip(v, f"dns.upstream[{i}]")
+                          for i, v in enumerate(_take(dns_t, "upstream", "dns.", list, []))))
+    rs_t = _take(data, "rsyncd", "", dict, {})
+    _check_keys(rs_t, {"port", "max_connections"}, "rsyncd.")
+    rsyncd = RsyncdConfig(_port(rs_t, "port", "rsyncd.", 873),
+                          _positive(rs_t, "max_connections", "rsyncd.", 64))
+
+    ports = {"tftp.port": (tftp.port, "udp"), "dns.port": (dns.port, "udp"),
+             "http.port": (http.port, "tcp"), "rsyncd.port": (rsyncd.port, "tcp")}
+    seen: dict[tuple[int, str], str] = {}
+    for key, (port, proto) in ports.items():
+        if (port, proto) in seen:
+            raise ConfigError(f"{key}: port {port} is already used by {seen[(port, proto)]}")
+        seen[(port, proto)] = key
+
+    state_dir = path("state_dir", Path("/var/lib/systemimager"))
+    return Config(
+        interface=interface, address=address, domain=domain, image_server=image_server,
+        state_dir=state_dir, log_dir=path("log_dir", Path("/var/log/systemimager")),
+        boot_dir=path("boot_dir", None), services=services, subnets=subnets,
+        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, source=source)
+
+
+def load(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config: {path} does not exist (write one with 'si config example > {path}')") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    return parse(data, source=path)
+
+
+EXAMPLE = '''\
+# SystemImager appliance configuration (TOML). Every key is optional except
+# interface and address. Check a file with: si config check --config FILE
+
+interface = "br-install"       # the install network; DHCP serves on this interface only
+address = "10.77.0.1"          # this server's address on that interface
+domain = "cluster.example"     # install domain: DNS answers A/PTR for hosts and leases
+# image_server = "10.77.0.1"   # sent to clients as DHCP option 100 (default: address)
+state_dir = "/var/lib/systemimager"   # images/, scripts/, appliance.db live here
+log_dir = "/var/log/systemimager"     # per-host install logs, rsyncd log
+# boot_dir = "/var/lib/systemimager/tftpboot"   # TFTP and HTTP boot root
+
+[services]                     # which services 'si up' runs
+dhcp = true
+tftp = true
+dns = true
+http = true
+rsyncd = true
+
+[[subnet]]                     # repeat for each network (relayed ones too)
+network = "10.77.0.0/24"
+pools = ["10.77.0.100-10.77.0.199"]   # dynamic addresses; reservations come from hosts
+gateway = "10.77.0.1"
+dns_servers = ["10.77.0.1"]
+lease_time = 3600              # seconds
+
+[dhcp]
+mode = "server"                # "proxy": answer PXE only, another server assigns addresses
+enrol = false                  # true: unknown MACs are recorded (never installed unasked)
+site_option = 224              # image-server hint also sent under this code (224-254)
+probe_seconds = 3              # look for a rogue DHCP server before serving
+
+[tftp]
+port = 69
+
+[http]
+port = 8080                    # boot files, iPXE scripts, API, monitor page
+
+[dns]
+port = 53
+upstream = []                  # forward other names here; empty: refuse them
+
+[rsyncd]
+port = 873
+max_connections = 64
+'''

@@ -1,0 +1,166 @@
+"""HTTP: boot files (sendfile, Range), the JSON API, and install progress.
+
+Other parts add routes through ROUTE_PROVIDERS ("module:function" taking the
+aiohttp app and the Context), so this module stays the HTTP frame only.
+"""
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+from typing import Callable
+
+from aiohttp import web
+
+from services import safepath
+
+from .service import Context, Endpoint, Health, Service
+
+ROUTE_PROVIDERS: list[str] = []
+INSTALL_STATES = ("running", "succeeded", "failed")
+MAX_PROGRESS_BODY = 1024 * 1024
+
+
+def _json(data, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status=status)
+
+
+def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Application:
+    counters = counters if counters is not None else {}
+    app = web.Application(client_max_size=MAX_PROGRESS_BODY)
+    app["ctx"] = ctx
+    store = ctx.store
+
+    async def health(request: web.Request) -> web.Response:
+        status = ctx.status()
+        return _json(status, 200 if status.get("ok") else 503)
+
+    async def hosts(request):
+        return _json([h.as_dict() for h in store.hosts()])
+
+    async def leases(request):
+        return _json([l.as_dict() for l in store.leases()])
+
+    async def images(request):
+        return _json(store.images())
+
+    async def installs(request):
+        return _json([i.as_dict() for i in store.installs()])
+
+    async def progress(request: web.Request) -> web.Response:
+        """An autoinstalling client reports a phase, percent, bytes or its result."""
+        hostname = request.match_info["hostname"]
+        host = store.host(hostname)
+        if host is None:
+            counters["progress_refused"] = counters.get("progress_refused", 0) + 1
+            return _error(404, f"unknown host {hostname}")
+        owners = {host.ip} | {l.ip for l in store.leases() if l.hostname == hostname or l.mac == host.mac}
+        if request.remote not in owners:
+            counters["progress_refused"] = counters.get("progress_refused", 0) + 1
+            return _error(403, f"{request.remote} does not own host {hostname}")
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            phase = body.get("phase")
+            percent = body.get("percent")
+            bytes_done = body.get("bytes")
+            state = body.get("state")
+            log_text = body.get("log", "")
+            if phase is not None and not isinstance(phase, str):
+                raise ValueError("phase must be a string")
+            if percent is not None and not (isinstance(percent, (int, float)) and 0 <= percent <= 100):
+                raise ValueError("percent must be a number from 0 to 100")
+            if bytes_done is not None and not (isinstance(bytes_done, int) and bytes_done >= 0):
+                raise ValueError("bytes must be a non-negative integer")
+            if state is not None and state not in INSTALL_STATES:
+                raise ValueError(f"state must be one of {', '.join(INSTALL_STATES)}")
+            if not isinstance(log_text, str):
+                raise ValueError("log must be a string")
+        except (ValueError, json.JSONDecodeError) as exc:
+            counters["progress_bad"] = counters.get("progress_bad", 0) + 1
+            return _error(400, str(exc))
+        current = store.current_install(hostname)
+        if current is None or current.state != "running" or phase == "start":
+            install_id = store.start_install(hostname, host.image, body.get("kind", "install")
+                                             if body.get("kind") in ("install", "update") else "install")
+        else:
+            install_id = current.id
+        store.update_install(install_id, phase=phase, percent=percent, bytes_done=bytes_done,
+                             state=state, log_append=log_text)
+        if log_text:
+            _append_log(ctx, hostname, log_text)
+        if state == "succeeded" and (current is None or current.kind == "install"):
+            # Netboot-once: an installed host boots its own disk from now on.
+            store.set_netboot(hostname, "local")
+            ctx.changed("hosts")
+        counters["progress"] = counters.get("progress", 0) + 1
+        return _json({"install": install_id})
+
+    async def boot_file(request: web.Request) -> web.StreamResponse:
+        try:
+            path = safepath.resolve(ctx.config.boot_root, request.match_info["path"])
+        except safepath.UnsafePath:
+            counters["boot_refused"] = counters.get("boot_refused", 0) + 1
+            return _error(403, "forbidden")
+        except safepath.NotFound:
+            return _error(404, "not found")
+        counters["boot_files"] = counters.get("boot_files", 0) + 1
+        return web.FileResponse(path)  # sendfile and Range come with it
+
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/hosts", hosts)
+    app.router.add_get("/api/leases", leases)
+    app.router.add_get("/api/images", images)
+    app.router.add_get("/api/installs", installs)
+    app.router.add_post("/api/installs/{hostname}", progress)
+    app.router.add_get("/boot/{path:.+}", boot_file)
+    for target in ROUTE_PROVIDERS:
+        module, func = target.split(":")
+        getattr(importlib.import_module(module), func)(app, ctx)
+    return app
+
+
+def _append_log(ctx: Context, hostname: str, text: str) -> None:
+    ctx.config.log_dir.mkdir(parents=True, exist_ok=True)
+    with open(ctx.config.log_dir / f"{hostname}.log", "a", encoding="utf-8", errors="replace") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+
+
+class HttpService(Service):
+    name = "http"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.counters: dict[str, int] = {}
+        self._binds: list[str] = []
+
+    def _addresses(self) -> list[str]:
+        # The install network and loopback (for 'si status'); never every interface.
+        return sorted({str(self.ctx.config.address), "127.0.0.1"})
+
+    async def serve(self, ready: Callable[[], None]) -> None:
+        import asyncio
+        runner = web.AppRunner(build_app(self.ctx, self.counters), access_log=None)
+        await runner.setup()
+        try:
+            self._binds = []
+            for address in self._addresses():
+                site = web.TCPSite(runner, address, self.ctx.config.http.port, reuse_address=True)
+                await site.start()
+                self._binds.append(address)
+            ready()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    def health(self) -> Health:
+        return Health(True, counters=dict(self.counters))
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("tcp", a, self.ctx.config.http.port, "API, boot files, progress")
+                for a in self._addresses()]

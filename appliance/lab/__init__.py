@@ -1,0 +1,1 @@
+"""Lab networks on one machine: namespaces, bridges, veths, taps (see LAB.md)."""

@@ -1,0 +1,41 @@
+"""Images and their versions (each version is a directory under images/)."""
+from __future__ import annotations
+
+
+class ImagesMixin:
+    def add_image_version(self, image: str, version: int, path: str, *, parent: int | None = None,
+                          golden_client: str | None = None, ip_method: str | None = None,
+                          post_install: str | None = None) -> None:
+        now = self.now()
+        with self.tx() as db:
+            db.execute("INSERT INTO images (name, golden_client, ip_method, post_install, created) "
+                       "VALUES (?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                       "golden_client=coalesce(excluded.golden_client, golden_client), "
+                       "ip_method=coalesce(excluded.ip_method, ip_method), "
+                       "post_install=coalesce(excluded.post_install, post_install)",
+                       (image, golden_client, ip_method, post_install, now))
+            db.execute("INSERT OR REPLACE INTO image_versions (image, version, path, state, parent, created) "
+                       "VALUES (?,?,?,'incomplete',?,?)", (image, version, path, parent, now))
+
+    def finish_image_version(self, image: str, version: int, size: int | None) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE image_versions SET state='complete', size=? WHERE image=? AND version=?",
+                       (size, image, version))
+
+    def images(self) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT i.name, i.golden_client, i.ip_method, i.post_install, i.created, "
+            "max(v.version) FILTER (WHERE v.state='complete') AS latest, count(v.version) AS versions "
+            "FROM images i LEFT JOIN image_versions v ON v.image=i.name GROUP BY i.name ORDER BY i.name")]
+
+    def image(self, name: str) -> dict | None:
+        rows = self.query("SELECT * FROM images WHERE name=?", (name,))
+        return dict(rows[0]) if rows else None
+
+    def image_versions(self, image: str) -> list[dict]:
+        return [dict(r) for r in self.query(
+            "SELECT * FROM image_versions WHERE image=? ORDER BY version", (image,))]
+
+    def delete_image(self, name: str) -> bool:
+        with self.tx() as db:
+            return db.execute("DELETE FROM images WHERE name=?", (name,)).rowcount == 1

@@ -1,0 +1,57 @@
+"""Plain records the store hands out (rows turned into frozen dataclasses)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Host:
+    hostname: str
+    mac: str | None = None
+    ip: str | None = None
+    image: str | None = None
+    grp: str | None = None
+    netboot: str = "install"      # 'install': next PXE boot autoinstalls; 'local': boot disk
+    console: str | None = None    # e.g. "ttyS0,115200n8" for a serial console
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    hostname: str | None
+    expires: float
+    state: str = "bound"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Install:
+    id: int
+    hostname: str
+    image: str | None
+    kind: str
+    state: str           # running | succeeded | failed
+    phase: str | None
+    percent: float
+    bytes: int
+    started: float
+    finished: float | None
+    log: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalise_mac(mac: str) -> str:
+    """'AA-BB-CC-DD-EE-FF' or 'aabb.ccdd.eeff' -> 'aa:bb:cc:dd:ee:ff'; ValueError otherwise."""
+    digits = "".join(ch for ch in mac.lower() if ch in "0123456789abcdef")
+    stripped = mac.lower().replace(":", "").replace("-", "").replace(".", "")
+    if len(digits) != 12 or stripped != digits:
+        raise ValueError(f"{mac!r} is not a MAC address")
+    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))

@@ -1,0 +1,44 @@
+"""Resolve a client-supplied path strictly inside a served root.
+
+Shared by TFTP and HTTP boot-file serving. Refuses anything that could leave
+the root or is not a plain file: '..' components, absolute escapes, sibling
+prefixes (/srv/tftp-private beside /srv/tftp), backslashes, NULs, symlinks
+whose target leaves the root, directories, FIFOs and devices.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+class UnsafePath(Exception):
+    """The requested path is outside the root or not a regular file."""
+
+
+class NotFound(Exception):
+    """The path is safe but no such file exists."""
+
+
+def resolve(root: Path, requested: str) -> Path:
+    if not requested or "\x00" in requested or "\\" in requested:
+        raise UnsafePath(f"bad characters in {requested!r}")
+    if len(requested) > 1024:
+        raise UnsafePath("path too long")
+    parts = [p for p in requested.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"'..' in {requested!r}")
+    real_root = Path(os.path.realpath(root))
+    candidate = Path(os.path.realpath(real_root.joinpath(*parts))) if parts else real_root
+    # Compare whole components, so /srv/tftp-private never passes for /srv/tftp.
+    if candidate != real_root and real_root not in candidate.parents:
+        raise UnsafePath(f"{requested!r} leads outside the root")
+    try:
+        st = candidate.stat()
+    except FileNotFoundError:
+        raise NotFound(requested) from None
+    except OSError as exc:
+        raise UnsafePath(f"{requested!r}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePath(f"{requested!r} is not a regular file")
+    return candidate
