@@ -55,6 +55,7 @@ class DhcpConfig:
     site_option: int = 224        # image-server hint also sent under this code
     probe_seconds: float = 3.0    # look for another DHCP server this long before serving
     port: int = 67
+    loader: str = "ipxe"          # BIOS/UEFI first stage: "ipxe" (HTTP scripts) or "pxelinux"
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
                 raise ConfigError(f"address: the server's own address {address} lies in pool {pool}")
 
     dhcp_t = _take(data, "dhcp", "", dict, {})
-    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port"}, "dhcp.")
+    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader"}, "dhcp.")
     mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
     if mode not in ("server", "proxy"):
         raise ConfigError(f"dhcp.mode: {mode!r} is not 'server' or 'proxy'")
@@ -284,7 +285,9 @@ def parse(data: dict, source: Path | None = None) -> Config:
         raise ConfigError(f"dhcp.site_option: {site_option} is not a site-specific code (224-254)")
     dhcp = DhcpConfig(mode, _take(dhcp_t, "enrol", "dhcp.", bool, False), site_option,
                       float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 3.0)),
-                      _port(dhcp_t, "port", "dhcp.", 67))
+                      _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"))
+    if dhcp.loader not in ("ipxe", "pxelinux"):
+        raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not 'ipxe' or 'pxelinux'")
     if dhcp.probe_seconds < 0:
         raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
 
@@ -365,6 +368,7 @@ mode = "server"                # "proxy": answer PXE only, another server assign
 enrol = false                  # true: unknown MACs are recorded (never installed unasked)
 site_option = 224              # image-server hint also sent under this code (224-254)
 probe_seconds = 3              # look for a rogue DHCP server before serving
+loader = "ipxe"                # "ipxe": kernel/initrd over HTTP; "pxelinux": all over TFTP
 
 [tftp]
 port = 69

@@ -101,16 +101,25 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
         counters["progress"] = counters.get("progress", 0) + 1
         return _json({"install": install_id})
 
-    async def boot_file(request: web.Request) -> web.StreamResponse:
-        try:
-            path = safepath.resolve(ctx.config.boot_root, request.match_info["path"])
-        except safepath.UnsafePath:
-            counters["boot_refused"] = counters.get("boot_refused", 0) + 1
-            return _error(403, "forbidden")
-        except safepath.NotFound:
-            return _error(404, "not found")
-        counters["boot_files"] = counters.get("boot_files", 0) + 1
-        return web.FileResponse(path)  # sendfile and Range come with it
+    def serve_from(root_of: Callable[[], object]):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            requested = request.match_info["path"]
+            dynamic = ctx.dynamic_file(requested, request.remote or "") if root_of is boot_root else None
+            if dynamic is not None:
+                return web.Response(body=dynamic, content_type="text/plain")
+            try:
+                path = safepath.resolve(root_of(), requested)
+            except safepath.UnsafePath:
+                counters["files_refused"] = counters.get("files_refused", 0) + 1
+                return _error(403, "forbidden")
+            except safepath.NotFound:
+                return _error(404, "not found")
+            counters["files_sent"] = counters.get("files_sent", 0) + 1
+            return web.FileResponse(path)  # sendfile and Range come with it
+        return handler
+
+    def boot_root():
+        return ctx.config.boot_root
 
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/hosts", hosts)
@@ -118,7 +127,10 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
     app.router.add_get("/api/images", images)
     app.router.add_get("/api/installs", installs)
     app.router.add_post("/api/installs/{hostname}", progress)
-    app.router.add_get("/boot/{path:.+}", boot_file)
+    # /boot: TFTP's root over HTTP; /scripts: the hosts file and per-host
+    # autoinstall scripts that autoinstalling clients fetch.
+    app.router.add_get("/boot/{path:.+}", serve_from(boot_root))
+    app.router.add_get("/scripts/{path:.+}", serve_from(lambda: ctx.config.scripts_dir))
     for target in ROUTE_PROVIDERS:
         module, func = target.split(":")
         getattr(importlib.import_module(module), func)(app, ctx)

@@ -48,6 +48,16 @@ class Context:
         self._subscribers: dict[str, list[Callable[[], None]]] = {}
         # Set by the supervisor: returns the status table as a dict.
         self.status: Callable[[], dict] = lambda: {"ok": True, "services": []}
+        # Files rendered on request (pxelinux.cfg/01-<mac>, iPXE/GRUB configs): each
+        # provider maps (path, client_ip) to bytes, or None when the path is not its.
+        self.dynamic_files: list[Callable[[str, str], bytes | None]] = []
+
+    def dynamic_file(self, path: str, client_ip: str) -> bytes | None:
+        for provider in self.dynamic_files:
+            data = provider(path, client_ip)
+            if data is not None:
+                return data
+        return None
 
     def subscribe(self, topic: str, callback: Callable[[], None]) -> None:
         self._subscribers.setdefault(topic, []).append(callback)
