@@ -213,3 +213,12 @@ def test_dig_interop(dns):
     assert "status: REFUSED" in run("example.com")
     assert run("+short", "+tcp", "www1.cluster.test").strip() == "10.77.0.11"
     assert "cluster.test." in run("+short", "cluster.test", "SOA")
+
+
+def test_registered_with_the_supervisor(tmp_path):
+    from appliance.supervisor import build_services
+    ctx = make_ctx(tmp_path, free_port())
+    services = {s.name: s for s in build_services(ctx)}
+    assert isinstance(services["dns"], DnsService)
+    assert {str(e) for e in services["dns"].endpoints()} >= {f"udp/127.0.0.1:{ctx.config.dns.port}"}
+    ctx.store.close()

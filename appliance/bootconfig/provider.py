@@ -79,10 +79,12 @@ def boot_file(store: Store, cfg: Config, path: str, client_ip: str) -> bytes | N
         m = pattern.fullmatch(wanted)
         if not m:
             continue
-        if kind in ("mac", "mac-always"):
-            host = host_for_mac(store, m.group(1).replace("-", ":"), ip)
-            if host is None and kind == "mac":
+        if kind == "mac":
+            host = store.host_by_mac(m.group(1).replace("-", ":"))
+            if host is None:
                 return None          # let the loader go on to its IP-based names
+        elif kind == "mac-always":
+            host = host_for_mac(store, m.group(1).replace("-", ":"), ip)
         elif kind == "hex":
             # Only the prefixes of this client's own address name it.
             if ip is None or not hex_ip(ip).startswith(m.group(1).upper()):
