@@ -1,12 +1,14 @@
 """A SeaBIOS guest with the iPXE ROM boots through our rendered iPXE scripts.
 
-Inside a lab namespace: a bridge with the appliance address, dnsmasq in
-DHCP-only mode (--port=0, stand-in for our DHCP server) whose boot file is the
-per-MAC script URL of our HTTP (appliance.http.build_app + the bootconfig
+Inside a lab namespace: a bridge with the appliance address, dnsmasq with DNS
+off (--port=0) standing in for our DHCP and TFTP servers, whose boot file is
+the per-MAC script URL of our HTTP (appliance.http.build_app + the bootconfig
 provider), and QEMU -boot n on a tap.
 
 - An unknown MAC gets the local-boot script: iPXE runs `exit` and SeaBIOS goes
   on to its other boot devices.
+- A host whose DHCP boot file is pxelinux.0 (TFTP from dnsmasq, a stand-in)
+  reads the rendered pxelinux config and loads kernel and initrd by '::' paths.
 - A host marked for install with a serial console gets the autoinstall entry:
   iPXE fetches systemimager/kernel and initrd.img over HTTP and boots them.
   Debian's ipxe.lkrn stands in for the autoinstall kernel (built elsewhere by
@@ -23,7 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.bootconfig import lay_out
+from ipaddress import IPv4Address
+
+from appliance.bootconfig import boot_file, lay_out
+from appliance.config import Config, HttpConfig
 from appliance.lab.netns import Lab
 from appliance.store import Store
 from appliance.store.records import Host
@@ -31,6 +36,7 @@ from appliance.store.records import Host
 REPO = Path(__file__).resolve().parent.parent
 SERVER, PORT = "10.77.0.1", 8080
 INSTALL_MAC, UNKNOWN_MAC = "52:54:00:5e:00:02", "52:54:00:5e:00:99"
+PXELINUX_MAC = "52:54:00:5e:00:03"     # boots pxelinux.0 over TFTP instead of an iPXE script
 STAND_IN_KERNEL = Path("/boot/ipxe.lkrn")
 
 
@@ -51,6 +57,13 @@ def lab_boot(tmp_path_factory):
     (boot / "systemimager/initrd.img").write_bytes(b"\0" * 4096)
     store = Store(state / "appliance.db")
     store.upsert_host(Host("www1", mac=INSTALL_MAC, image="web", console="ttyS0,115200n8"))
+    store.upsert_host(Host("www2", mac=PXELINUX_MAC, image="web", console="ttyS0,115200n8"))
+    # dnsmasq's TFTP stands in for ours (another part): the per-host pxelinux config
+    # is rendered by the provider and written where pxelinux will ask for it.
+    cfg = Config(interface="br0", address=IPv4Address(SERVER), state_dir=state, http=HttpConfig(port=PORT))
+    name = "pxelinux.cfg/01-" + PXELINUX_MAC.replace(":", "-")
+    (boot / "pxelinux.cfg").mkdir()
+    (boot / name).write_bytes(boot_file(store, cfg, name, ""))
     store.close()
     access = state / "access.log"
     access.write_text("")
@@ -66,11 +79,10 @@ def lab_boot(tmp_path_factory):
         dnsmasq = lab.popen(
             ns, "dnsmasq", "--no-daemon", "--port=0", f"--conf-file={state}/dnsmasq.conf", "--interface=br0",
             "--bind-interfaces", "--log-dhcp", "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,1h",
+            f"--dhcp-host={PXELINUX_MAC},set:pxelinux", "--dhcp-boot=tag:pxelinux,pxelinux.0",
+            "--enable-tftp", f"--tftp-root={boot}",
             # iPXE expands ${mac:hexhyp} itself: the same URL our DHCP server hands out.
-            f"--dhcp-boot=http://{SERVER}:{PORT}/boot/ipxe/01-${{mac:hexhyp}}.ipxe",
-            # iPXE's no-pxedhcp setting (175.176 = 1): take the offer at once instead
-            # of waiting ~13 s for a ProxyDHCP offer that never comes.
-            "--dhcp-option-force=encap:175,176,1b",
+            f"--dhcp-boot=tag:!pxelinux,http://{SERVER}:{PORT}/boot/ipxe/01-${{mac:hexhyp}}.ipxe",
             # A router advertisement ends iPXE's IPv6 autoconfiguration, which
             # otherwise holds "Configuring" for ~13 s.
             "--enable-ra", "--dhcp-range=fd77::,ra-only",
@@ -128,3 +140,17 @@ def test_install_host_boots_kernel_with_our_command_line(lab_boot):
     # The stand-in kernel started (a second iPXE banner) and got our command line.
     assert log.count("Open Source Network Boot Firmware") >= 2, log[-1500:]
     assert marker in log, log[-1500:]
+
+
+def test_pxelinux_boots_the_rendered_config(lab_boot):
+    """pxelinux.0 + ldlinux.c32 from the mkbootserver layout read our rendered config
+    and load the kernel by its '::' root path with our command line."""
+    lab, ns, state, access = lab_boot
+    marker = f"IMAGESERVER={SERVER}: command not found"
+    log = boot_guest(lab, ns, state, PXELINUX_MAC, "tap3", marker)
+    assert "PXELINUX" in log, log[-1500:]
+    assert marker in log, log[-1500:]
+    # The config's SERIAL 0 115200 (host console ttyS0,115200n8): after reading it
+    # pxelinux writes to COM1 itself besides the screen SeaBIOS mirrors, so its
+    # messages from then on appear twice.
+    assert log.count("Loading ::systemimager/kernel...") == 2, log[-1500:]
