@@ -19,7 +19,11 @@ def install(ctx):
 
 def prepare_boot_root(cfg) -> LayoutReport:
     """`si up` at start: lay out what is there, warn about what is not (never fatal)."""
-    report = lay_out(cfg.boot_root, strict=False)
+    try:
+        report = lay_out(cfg.boot_root, strict=False)
+    except OSError as exc:
+        log.error("boot root %s: cannot lay out the boot loaders: %s", cfg.boot_root, exc)
+        return LayoutReport()
     for note in report.notes():
         log.warning("boot root %s: %s", cfg.boot_root, note)
     return report

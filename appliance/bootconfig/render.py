@@ -9,7 +9,7 @@ from ..config import Config
 from .decide import BootEntry
 
 _ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    loader=jinja2.FileSystemLoader(Path(__file__).parent),   # *.j2 beside this module (package data)
     undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
     trim_blocks=True, lstrip_blocks=True, autoescape=False)
 
