@@ -222,3 +222,18 @@ def test_registered_with_the_supervisor(tmp_path):
     assert isinstance(services["dns"], DnsService)
     assert {str(e) for e in services["dns"].endpoints()} >= {f"udp/127.0.0.1:{ctx.config.dns.port}"}
     ctx.store.close()
+
+
+def test_zone_follows_writes_from_another_process(dns):
+    """The CLI writes the database through its own connection and tells nobody."""
+    from appliance.store import Store
+    svc, port, ctx = dns
+    assert ask(port, "www8.cluster.test").header.rcode == RCODE.NXDOMAIN
+    other = Store(ctx.store.path)
+    other.upsert_host(Host("www8", ip="10.77.0.18"))
+    other.close()
+    deadline = time.time() + 3
+    while time.time() < deadline and ask(port, "www8.cluster.test").header.rcode != RCODE.NOERROR:
+        time.sleep(0.1)
+    assert str(ask(port, "www8.cluster.test").rr[0].rdata) == "10.77.0.18"
+    assert str(ask(port, "18.0.77.10.in-addr.arpa", "PTR").rr[0].rdata) == "www8.cluster.test."

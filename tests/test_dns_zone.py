@@ -100,3 +100,16 @@ def test_any_bytes_parse_or_raise_query_error(data):
         return
     reply = r.answer(query)
     assert reply is None or DNSRecord.parse(reply).header.id == query.id
+
+
+def test_cached_replies_echo_id_rd_and_spelling():
+    r = _resolver([Host("www1", ip="10.77.0.11")])
+    first = DNSRecord.question("www1.cluster.test")
+    first.header.id, first.header.rd = 111, 1
+    second = DNSRecord.question("WwW1.CLUSTER.test")
+    second.header.id, second.header.rd = 222, 0
+    a = DNSRecord.parse(r.answer(wire.parse_query(first.pack())))
+    b = DNSRecord.parse(r.answer(wire.parse_query(second.pack())))      # served from the cache
+    assert (a.header.id, a.header.rd, str(a.q.qname)) == (111, 1, "www1.cluster.test.")
+    assert (b.header.id, b.header.rd, str(b.q.qname)) == (222, 0, "WwW1.CLUSTER.test.")
+    assert str(b.rr[0].rdata) == "10.77.0.11" and b.header.aa == 1

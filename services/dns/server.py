@@ -8,6 +8,7 @@ open resolver.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from ipaddress import IPv4Address
@@ -18,7 +19,8 @@ from appliance.service import Context, Endpoint, Health, Service
 from . import wire
 from .zone import Resolver, build_zone
 
-ZONE_MAX_AGE = 2.0        # other processes (the CLI) change the store without telling us
+ZONE_MAX_AGE = 30.0       # rebuild at least this often (leases expire by the clock)
+STORE_POLL = 0.5          # how often to ask SQLite whether another process (the CLI) wrote
 FORWARD_TIMEOUT = 2.0
 MAX_FORWARDS = 256        # queries waiting on upstream at once; more get SERVFAIL
 MAX_TCP_CLIENTS = 64
@@ -41,25 +43,54 @@ class _UpstreamProtocol(asyncio.DatagramProtocol):
             self.reply.set_exception(exc)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, service: "DnsService") -> None:
+class _UdpListener:
+    """A UDP socket drained in batches on readiness (asyncio's datagram transport
+    wakes the loop once per datagram; a burst of queries then costs one wakeup)."""
+
+    BATCH = 64
+
+    def __init__(self, service: "DnsService", address: str, port: int) -> None:
         self.service = service
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.setblocking(False)
+            self.sock.bind((address, port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.sock.fileno(), self._readable)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def _readable(self) -> None:
+        for _ in range(self.BATCH):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:         # e.g. ICMP port unreachable reported for an earlier reply
+                continue
+            reply = self.service.handle(data, addr[0])
+            if isinstance(reply, bytes):
+                self._send(reply, addr)
+            elif reply is not None:     # a forward in flight
+                self.service._spawn(self._send_later(reply, addr))
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        reply = self.service.handle(data, addr[0])
-        if isinstance(reply, bytes):
-            self.transport.sendto(reply, addr)
-        elif reply is not None:     # a forward in flight
-            self.service._spawn(self._send_later(reply, addr))
+    def _send(self, data: bytes, addr) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:      # full buffer or vanished client: a lost datagram, as UDP allows
+            self.service._count("send_failed")
+            self.service.log.debug("reply to %s not sent: %s", addr, exc)
 
     async def _send_later(self, pending, addr) -> None:
         data = await pending
-        if data is not None and self.transport and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
+        if data is not None and self.sock.fileno() >= 0:
+            self._send(data, addr)
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class DnsService(Service):
@@ -72,6 +103,8 @@ class DnsService(Service):
         self.upstreams: list[tuple[str, int]] = [(str(ip), 53) for ip in cfg.dns.upstream]
         self._resolver: Resolver | None = None
         self._built = 0.0
+        self._polled = 0.0
+        self._store_version = None
         self._serial = 0
         self._tasks: set[asyncio.Task] = set()
         self._tcp_clients = 0
@@ -83,21 +116,33 @@ class DnsService(Service):
     def invalidate(self) -> None:
         self._built = 0.0
 
+    def _written_elsewhere(self, now: float) -> bool:
+        """True when another connection committed to the store since we last looked."""
+        if now - self._polled < STORE_POLL:
+            return False
+        self._polled = now
+        try:
+            version = self.ctx.store.query("PRAGMA data_version")[0][0]
+        except Exception:           # a store without SQLite underneath: rely on the clock
+            return False
+        changed, self._store_version = version != self._store_version, version
+        return changed
+
     def resolver(self) -> Resolver:
         now = time.monotonic()
-        if self._resolver is None or now - self._built > ZONE_MAX_AGE:
+        if self._resolver is None or now - self._built > ZONE_MAX_AGE or self._written_elsewhere(now):
             cfg = self.ctx.config
-            self._serial = max(self._serial + 1, int(time.time()))
             zone = build_zone(cfg.domain, cfg.address, [s.network for s in cfg.subnets],
                               self.ctx.store.hosts(), self.ctx.store.leases(), serial=self._serial)
-            if self._resolver is not None and (zone.forward, zone.reverse) == \
-                    (self._resolver.zone.forward, self._resolver.zone.reverse):
-                zone.serial = self._resolver.zone.serial      # unchanged content keeps its serial
-                self._serial = zone.serial
-            self._resolver = Resolver(zone, recursion_available=bool(self.upstreams))
             self._built = now
             self.counters["zone_names"] = len(zone.forward)
             self.counters["zone_skipped_names"] = zone.skipped
+            old = self._resolver
+            if old is not None and (zone.forward, zone.reverse) == (old.zone.forward, old.zone.reverse):
+                return old                        # same content: keep its serial and reply cache
+            self._serial = zone.serial = max(self._serial + 1, int(time.time()))
+            self._resolver = Resolver(zone, recursion_available=bool(self.upstreams))
+            self.counters["zone_builds"] = self.counters.get("zone_builds", 0) + 1
         return self._resolver
 
     # --- one message -------------------------------------------------------
@@ -197,16 +242,13 @@ class DnsService(Service):
         return sorted({str(self.ctx.config.address), "127.0.0.1"})
 
     async def serve(self, ready: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
         port = self.ctx.config.dns.port
         transports, servers = [], []
         try:
             self.resolver()
             self._binds = []
             for address in self._addresses():
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpProtocol(self), local_addr=(address, port))
-                transports.append(transport)
+                transports.append(_UdpListener(self, address, port))
                 servers.append(await asyncio.start_server(self._tcp_client, address, port,
                                                           reuse_address=True))
                 self._binds.append(address)

@@ -36,6 +36,7 @@ class Query:
     labels: tuple[bytes, ...]   # as sent (case kept for the echoed question)
     qtype: int
     qclass: int
+    qname_wire: bytes = b""     # the question name exactly as sent (length bytes included)
 
     @property
     def rd(self) -> bool:
@@ -91,4 +92,4 @@ def parse_query(data: bytes) -> Query:
     if offset + 4 > len(data):
         raise QueryError("question without type and class", error_response(data, RCODE_FORMERR))
     qtype, qclass = struct.unpack_from("!HH", data, offset)
-    return Query(ident, flags, tuple(labels), qtype, qclass)
+    return Query(ident, flags, tuple(labels), qtype, qclass, bytes(data[HEADER.size:offset]))
