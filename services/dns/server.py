@@ -19,7 +19,7 @@ from appliance.service import Context, Endpoint, Health, Service
 from . import wire
 from .zone import Resolver, build_zone
 
-ZONE_MAX_AGE = 30.0       # rebuild at least this often (leases expire by the clock)
+ZONE_MAX_AGE = 10.0       # rebuild at least this often (leases expire by the clock)
 STORE_POLL = 0.5          # how often to ask SQLite whether another process (the CLI) wrote
 FORWARD_TIMEOUT = 2.0
 MAX_FORWARDS = 256        # queries waiting on upstream at once; more get SERVFAIL
@@ -243,20 +243,20 @@ class DnsService(Service):
 
     async def serve(self, ready: Callable[[], None]) -> None:
         port = self.ctx.config.dns.port
-        transports, servers = [], []
+        listeners, servers = [], []
         try:
             self.resolver()
             self._binds = []
             for address in self._addresses():
-                transports.append(_UdpListener(self, address, port))
+                listeners.append(_UdpListener(self, address, port))
                 servers.append(await asyncio.start_server(self._tcp_client, address, port,
                                                           reuse_address=True))
                 self._binds.append(address)
             ready()
             await asyncio.Event().wait()
         finally:
-            for transport in transports:
-                transport.close()
+            for listener in listeners:
+                listener.close()
             for server in servers:
                 server.close()
             tasks = [t for t in self._tasks if t is not asyncio.current_task()]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterable
 
-from dnslib import A, CLASS, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, NS, PTR, QTYPE, RR, SOA
+from dnslib import A, DNSHeader, DNSLabel, DNSQuestion, DNSRecord, NS, PTR, QTYPE, RR, SOA
 
 from .names import sanitise_hostname
 from .wire import RCODE_NXDOMAIN, Query
