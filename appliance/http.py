@@ -17,6 +17,7 @@ from services import safepath
 from .service import Context, Endpoint, Health, Service
 
 ROUTE_PROVIDERS: list[str] = []
+CTX_KEY = web.AppKey("ctx", Context)
 INSTALL_STATES = ("running", "succeeded", "failed")
 MAX_PROGRESS_BODY = 1024 * 1024
 
@@ -32,7 +33,7 @@ def _error(status: int, message: str) -> web.Response:
 def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Application:
     counters = counters if counters is not None else {}
     app = web.Application(client_max_size=MAX_PROGRESS_BODY)
-    app["ctx"] = ctx
+    app[CTX_KEY] = ctx
     store = ctx.store
 
     async def health(request: web.Request) -> web.Response:
