@@ -14,6 +14,7 @@ from aiohttp import web
 
 from services import safepath
 
+from . import monitor
 from .service import Context, Endpoint, Health, Service
 
 ROUTE_PROVIDERS: list[str] = []
@@ -50,7 +51,10 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
         return _json(store.images())
 
     async def installs(request):
-        return _json([i.as_dict() for i in store.installs()])
+        return _json(monitor.install_rows(store.installs()))
+
+    async def monitor_page(request):
+        return web.Response(text=monitor.PAGE, content_type="text/html")
 
     async def progress(request: web.Request) -> web.Response:
         """An autoinstalling client reports a phase, percent, bytes or its result."""
@@ -127,6 +131,7 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
     app.router.add_get("/api/leases", leases)
     app.router.add_get("/api/images", images)
     app.router.add_get("/api/installs", installs)
+    app.router.add_get("/monitor", monitor_page)
     app.router.add_post("/api/installs/{hostname}", progress)
     # /boot: TFTP's root over HTTP; /scripts: the hosts file and per-host
     # autoinstall scripts that autoinstalling clients fetch.
