@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 DEBIAN_PACKAGES=(
   python3 python3-venv iproute2 curl
-  rsync busybox-static fdisk dosfstools e2fsprogs xorriso
+  rsync busybox-static fdisk dosfstools e2fsprogs xorriso mtools
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf
   pxelinux syslinux-common syslinux-efi grub-efi-amd64-bin grub-pc-bin
   tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server
