@@ -12,7 +12,7 @@ DEBIAN_PACKAGES=(
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf
   pxelinux syslinux-common syslinux-efi grub-efi-amd64-bin grub-pc-bin
   tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server
-  chromium
+  chromium openssh-server openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then
