@@ -219,6 +219,10 @@ class ReadTransfer:
         self.data_sent += 1
         self.bytes_sent += want
 
+    def abort(self, outcome: str) -> None:
+        """End the transfer from outside (server shutdown, a newer request from the same port)."""
+        self._finish(outcome)
+
     def _finish(self, outcome: str) -> None:
         self.done = True
         self.outcome = outcome

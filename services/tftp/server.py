@@ -50,10 +50,12 @@ COUNTERS = (
 class Session:
     """Glue between one session socket, the event loop and one ReadTransfer."""
 
-    __slots__ = ("server", "sock", "peer", "transfer", "fd", "timer", "timer_at", "loop")
+    __slots__ = ("server", "sock", "peer", "transfer", "fd", "timer", "timer_at", "loop", "request")
 
-    def __init__(self, server: "TftpServer", sock: socket.socket, peer: tuple, fd: int | None) -> None:
+    def __init__(self, server: "TftpServer", sock: socket.socket, peer: tuple, fd: int | None,
+                 request: bytes = b"") -> None:
         self.server = server
+        self.request = request
         self.sock = sock
         self.peer = peer
         self.fd = fd
@@ -254,9 +256,17 @@ class TftpServer:
         if packet.mode not in ("octet", "netascii"):
             self._refuse(sock, addr, ERR_ILLEGAL_OP, f"mode {packet.mode[:20]!r} not supported", "bad_mode")
             return
-        if addr in self.sessions:
-            self.counters["duplicate_requests"] += 1   # a retransmitted RRQ: the session answers
-            return
+        old = self.sessions.get(addr)
+        if old is not None:
+            old.on_readable()                  # take in what it has queued, often its final ACK
+            old = self.sessions.get(addr)
+        if old is not None:
+            if old.request == data and old.transfer.base == 1:
+                self.counters["duplicate_requests"] += 1   # a retransmitted RRQ: the session answers
+                return
+            # The client moved on from this port (PXE ROMs reuse it): the old transfer is over.
+            old.transfer.abort("superseded by a new request")
+            old.close()
         if len(self.sessions) >= self.max_sessions:
             self._refuse(sock, addr, ERR_UNDEFINED, "server busy", "busy_refused")
             return
@@ -299,10 +309,10 @@ class TftpServer:
                 if fd is not None:
                     os.close(fd)
                     fd = None
-        self._start_session(sock, addr, packet, source, fd)
+        self._start_session(sock, addr, packet, source, fd, data)
 
     def _start_session(self, listener: socket.socket, addr: tuple, request: Request,
-                       source, fd: int | None) -> None:
+                       source, fd: int | None, raw: bytes = b"") -> None:
         local = listener.getsockname()[0]
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -314,7 +324,7 @@ class TftpServer:
             if fd is not None:
                 os.close(fd)
             raise
-        session = Session(self, sock, addr, fd)
+        session = Session(self, sock, addr, fd, raw)
         self.sessions[addr] = session
         self.counters["sessions_started"] += 1
         transfer = ReadTransfer(source, session.send, request.options, self.loop.time(), self.limits)
