@@ -16,7 +16,9 @@ from services import safepath
 
 from .service import Context, Endpoint, Health, Service
 
-ROUTE_PROVIDERS: list[str] = []
+ROUTE_PROVIDERS: list[str] = [
+    "appliance.client.routes:add_routes",
+]
 INSTALL_STATES = ("running", "succeeded", "failed")
 MAX_PROGRESS_BODY = 1024 * 1024
 

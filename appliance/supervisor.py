@@ -20,6 +20,7 @@ log = logging.getLogger("si.supervisor")
 # name -> "module:Class". A service is listed here only once it works.
 REGISTRY: dict[str, str] = {
     "http": "appliance.http:HttpService",
+    "rsyncd": "services.rsyncd.daemon:RsyncdService",
 }
 
 BACKOFF_FIRST = 0.5
