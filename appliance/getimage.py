@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import re
+import selectors
 import signal
 import subprocess
 import tempfile
@@ -68,6 +69,7 @@ class Result:
     excluded: list[str]
     warnings: list[str]
     update: bool
+    unchanged: bool = False   # the current version already matched: nothing was made
 
 
 class PullFailed(ImageError):
@@ -178,40 +180,78 @@ def rsync_command(opts: Options, write_to: Path, link_dest: Path | None, filter_
 ProgressFn = Callable[[int, int], None]   # (bytes so far, percent)
 
 
+def differences(opts: Options, current: Path, filter_file: Path) -> list[str] | None:
+    """What a pull would change in the current version (a dry run); None if unknown.
+
+    Costs about what a no-change rsync costs (file lists and stat, no data),
+    and spares making a version identical to its parent.
+    """
+    cmd = ["rsync", "--dry-run", "-aHAX", "--numeric-ids", "--delete", "--delete-excluded",
+           "--out-format=%i %n", f"--exclude-from={filter_file}", _url(opts), f"{current}/"]
+    proc = subprocess.run(cmd, env=_env(opts), capture_output=True, text=True, errors="replace")
+    if proc.returncode not in RSYNC_OK:
+        return None  # let the real pull report the problem
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
 def run_rsync(cmd: list[str], env: dict, on_progress: ProgressFn | None) -> tuple[int, str, str]:
-    """Run rsync, feeding its --info=progress2 lines to on_progress; (status, stdout, stderr)."""
+    """Run rsync, feeding its --info=progress2 lines to on_progress; (status, stdout, stderr).
+
+    rsync runs in its own process group: when it dies (or we are interrupted)
+    the helper process it forked goes too, instead of holding the pipe open.
+    """
     with tempfile.TemporaryFile() as errf:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf, start_new_session=True)
         out_lines: list[str] = []
         buf = b""
+
+        def consume(chunk: bytes) -> None:
+            nonlocal buf
+            buf += chunk
+            *lines, buf = re.split(rb"[\r\n]", buf)
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                m = _PROGRESS.match(line)
+                if m:
+                    if on_progress:
+                        on_progress(int(m.group(1).replace(",", "")), int(m.group(2)))
+                elif line.strip():
+                    out_lines.append(line)
+
         try:
-            while True:
-                chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
-                if not chunk:
-                    break
-                buf += chunk
-                *lines, buf = re.split(rb"[\r\n]", buf)
-                for raw in lines:
-                    line = raw.decode(errors="replace")
-                    m = _PROGRESS.match(line)
-                    if m:
-                        if on_progress:
-                            on_progress(int(m.group(1).replace(",", "")), int(m.group(2)))
-                    elif line.strip():
-                        out_lines.append(line)
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ)
+                while True:
+                    if sel.select(timeout=0.2):
+                        chunk = os.read(proc.stdout.fileno(), 65536)
+                        if not chunk:
+                            break
+                        consume(chunk)
+                    elif proc.poll() is not None:
+                        _kill_group(proc, signal.SIGKILL)  # a leftover helper keeps the pipe open
             status = proc.wait()
+            consume(b"\n")
         except BaseException:
             # Interrupted (Ctrl-C, kill): stop rsync, leave the version incomplete.
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _kill_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc, signal.SIGKILL)
+                proc.wait()
             raise
+        finally:
+            _kill_group(proc, signal.SIGKILL)
+            proc.stdout.close()
         errf.seek(0)
         return status, "\n".join(out_lines), errf.read().decode(errors="replace")
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _total_size(stats: str) -> int | None:
@@ -239,8 +279,15 @@ def getimage(cfg: Config, store, opts: Options, on_progress: ProgressFn | None =
             rules += [l for l in opts.exclude_file.read_text().splitlines()
                       if l.strip() and not l.lstrip().startswith("#")]
         filter_file.write_text("".join(r + "\n" for r in rules))
-        if opts.update and images.current(opts.image) is None:
+        current = images.current(opts.image)
+        if opts.update and current is None:
             on_note(f"image {opts.image} has no complete version yet: making version 1")
+        if current is not None and differences(opts, Path(current["path"]), filter_file) == []:
+            store.set_image_details(opts.image, ip_method=opts.ip_method, post_install=opts.post_install,
+                                    golden_client=opts.golden_client)
+            on_note(f"{opts.image}@{current['version']} already matches {opts.golden_client}: nothing to pull")
+            return Result(opts.image, current["version"], Path(current["path"]), current["size"],
+                          time.monotonic() - started, excluded, [], opts.update, unchanged=True)
         target = images.begin(opts.image, update=opts.update, golden_client=opts.golden_client,
                               ip_method=opts.ip_method, post_install=opts.post_install)
         on_note(f"pulling into {opts.image}@{target.version}"

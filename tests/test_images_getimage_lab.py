@@ -217,6 +217,12 @@ def test_update_in_place_removes_deleted_files(env):
     assert not list((env.state / "images/.versions/web").glob(".update-*"))
 
 
+def test_no_change_makes_no_new_version(env):
+    proc = env.getimage("web")
+    assert proc.stdout.strip().endswith("web@2") and "has not changed" in proc.stderr, proc.stderr
+    assert [v["version"] for v in env.store().image_versions("web")] == [1, 2]
+
+
 def test_interrupted_pull_leaves_current_version(env):
     (env.root / "usr/lib/new-big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
     cmd = ["ip", "netns", "exec", env.appl, *SI, "getimage", "--config", str(env.config), "--golden-client",
@@ -227,14 +233,11 @@ def test_interrupted_pull_leaves_current_version(env):
         rsync_pid = None
         deadline = time.time() + 30
         while time.time() < deadline and rsync_pid is None:
-            for pid in os.listdir("/proc"):
-                if pid.isdigit():
-                    try:
-                        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-                    except OSError:
-                        continue
-                    if cmdline[0] == b"rsync" and b"--bwlimit=500" in cmdline:
-                        rsync_pid = int(pid)
+            # The rsync that getimage started (ip netns exec execs, so si is proc.pid).
+            for child in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split():
+                if open(f"/proc/{child}/comm").read().strip() == "rsync" and b"--bwlimit=500" in \
+                        open(f"/proc/{child}/cmdline", "rb").read():
+                    rsync_pid = int(child)
             time.sleep(0.1)
         assert rsync_pid, "getimage never started rsync"
         time.sleep(1.5)  # mid-transfer

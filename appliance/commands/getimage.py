@@ -81,8 +81,12 @@ def getimage(args) -> int:
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     size = f"{result.size / 1e6:.1f} MB" if result.size is not None else "unknown size"
-    console.print(f"{result.image}@{result.version} is complete and current: {result.path} ({size}, "
-                  f"{result.seconds:.1f} s; left out the contents of: {', '.join(result.excluded) or 'nothing'})")
+    if result.unchanged:
+        console.print(f"{result.image}@{result.version} stays current: the golden client has not changed")
+    else:
+        console.print(f"{result.image}@{result.version} is complete and current: {result.path} ({size}, "
+                      f"{result.seconds:.1f} s; left out the contents of: "
+                      f"{', '.join(result.excluded) or 'nothing'})")
     written = engine.write_master_script(cfg, store, result.image)
     if written:
         console.print(f"master autoinstall script: {written}")
