@@ -17,7 +17,9 @@ from services import safepath
 from . import monitor
 from .service import Context, Endpoint, Health, Service
 
-ROUTE_PROVIDERS: list[str] = []
+ROUTE_PROVIDERS: list[str] = [
+    "appliance.client.routes:add_routes",
+]
 CTX_KEY = web.AppKey("ctx", Context)
 INSTALL_STATES = ("running", "succeeded", "failed")
 MAX_PROGRESS_BODY = 1024 * 1024
