@@ -21,6 +21,7 @@ log = logging.getLogger("si.supervisor")
 REGISTRY: dict[str, str] = {
     "http": "appliance.http:HttpService",
     "tftp": "services.tftp.server:TftpService",
+    "dns": "services.dns.server:DnsService",
     "rsyncd": "services.rsyncd.daemon:RsyncdService",
     "dhcp": "services.dhcp.server:DhcpService",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .. import netcheck
+from .. import bootconfig, netcheck
 from ..service import Context
 from ..supervisor import Supervisor, build_services
 from ._common import CliError, add_config_arg, load_config, open_store
@@ -25,11 +25,12 @@ def make_context(args) -> Context:
     cfg = load_config(args)
     for path in (cfg.state_dir, cfg.log_dir, cfg.boot_root, cfg.images_dir, cfg.scripts_dir, cfg.run_dir):
         path.mkdir(parents=True, exist_ok=True)
-    return Context(cfg, open_store(cfg))
+    return bootconfig.install(Context(cfg, open_store(cfg)))
 
 
 def up(args) -> int:
     ctx = make_context(args)
+    bootconfig.prepare_boot_root(ctx.config)
     try:
         for warning in netcheck.check_interface(ctx.config, force=args.force):
             log.warning("forced: %s", warning)
