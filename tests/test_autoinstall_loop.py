@@ -9,8 +9,8 @@ initrd's commands do. Two loop disks stand in for the golden client's /dev/sda
 """
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +29,8 @@ from autoinstall_helpers import MIB, make_image, need, sfdisk_dump
 SERVER, CLIENT = "10.93.0.1", "10.93.0.10"
 XFS_UUID = "5f0e9d6a-0000-4000-8000-000000000001"
 CHANGED = {"etc/fstab", "etc/hostname", "etc/hosts", "etc/network/interfaces",
-           "etc/systemd/network/10-systemimager.network"}
+           "etc/systemd/network/10-systemimager.network", "boot/grub/grub.cfg",
+           "boot/grub/si-test-grub-install.log", "boot/grub/i386-pc/", "boot/grub/i386-pc/normal.mod"}
 
 HTTP_SERVER = """
 import sys
@@ -86,7 +87,26 @@ def golden_image(tmp: Path) -> Path:
     os.setxattr(root / "usr/bin/tool", "user.si-test", b"kept")
     for d in ("proc", "sys", "dev", "tmp"):
         (root / d).mkdir(exist_ok=True)
+    add_fake_grub(root)
     return root
+
+
+def add_fake_grub(root: Path) -> None:
+    """Stand-ins for GRUB's tools run by chroot: a static busybox as /bin/sh and scripts
+    that record how they were called (and whether /dev, /proc, /sys were bound)."""
+    (root / "bin").mkdir(exist_ok=True)
+    shutil.copy2(shutil.which("busybox"), root / "bin/busybox")
+    os.symlink("busybox", root / "bin/sh")
+    (root / "usr/lib/grub/i386-pc").mkdir(parents=True)
+    (root / "usr/lib/grub/i386-pc/normal.mod").write_bytes(b"\0" * 64)
+    (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/sbin/grub-install").write_text(
+        "#!/bin/sh\nmkdir -p /boot/grub/i386-pc\n{ echo \"args: $*\"; [ -r /proc/self/mounts ] && echo proc; "
+        "[ -d /sys/block ] && echo sys; [ -c /dev/null ] && echo dev; } >/boot/grub/si-test-grub-install.log\n"
+        "cp /usr/lib/grub/i386-pc/normal.mod /boot/grub/i386-pc/\n")
+    (root / "usr/sbin/update-grub").write_text("#!/bin/sh\necho '# from update-grub' >/boot/grub/grub.cfg\n")
+    for tool in ("grub-install", "update-grub"):
+        os.chmod(root / "usr/sbin" / tool, 0o755)
 
 
 def losetup(img: Path, size_mib: int) -> str:
@@ -196,7 +216,7 @@ def test_master_script_installs_onto_loop_disks(rig):
     diff = subprocess.run(["rsync", "-naHAXc", "--numeric-ids", "--delete", "--itemize-changes",
                            "--exclude=lost+found", f"{image}/", f"{mnt}/"], capture_output=True, text=True)
     changed = {line.split(" ", 1)[1].strip() for line in diff.stdout.splitlines() if line.strip()}
-    assert changed <= CHANGED | {"etc/", "etc/network/", "etc/systemd/network/"}, diff.stdout
+    assert changed <= CHANGED | {"etc/", "etc/network/", "etc/systemd/network/", "boot/", "boot/grub/"}, diff.stdout
     assert os.getxattr(mnt / "usr/bin/tool", "user.si-test") == b"kept"
     assert os.stat(mnt / "usr/share/big.bin").st_ino == os.stat(mnt / "usr/share/big-hardlink.bin").st_ino
     assert os.stat(mnt / "home/user/notes").st_uid == 1234
@@ -217,9 +237,14 @@ def test_master_script_installs_onto_loop_disks(rig):
     networkd = (mnt / "etc/systemd/network/10-systemimager.network").read_text()
     assert "MACAddress=52:54:00:12:34:56" in networkd and f"Address={CLIENT}/24" in networkd
 
-    # Boot loader: the test image has none, and the script says so.
+    # Boot loader: GRUB's tools ran inside the image, for BIOS on the MBR disk, with /dev,
+    # /proc and /sys bound; then update-grub wrote grub.cfg.
     log = Path(f"{calls}.log").read_text()
-    assert "boot loader: skipped, the image has neither GRUB (grub-install) nor extlinux" in log
+    assert f"boot loader: GRUB installed for BIOS on {loops[0]}" in log
+    assert (mnt / "boot/grub/si-test-grub-install.log").read_text().split("\n") == [
+        f"args: --target=i386-pc --recheck {loops[0]}", "proc", "sys", "dev", ""]
+    assert (mnt / "boot/grub/i386-pc/normal.mod").exists()
+    assert (mnt / "boot/grub/grub.cfg").read_text() == "# from update-grub\n"
 
     # Progress: phases in order, rsync percentages rising, then done 100.
     progress = [l.split()[1:] for l in calls.read_text().splitlines() if l.startswith("si-progress")]

@@ -317,3 +317,88 @@ def test_write_master_script_atomic_and_from_store(tmp_path):
     assert [p.name for p in cfg.scripts_dir.iterdir()] == ["web.master"]  # no temp files left
     with pytest.raises(ValueError):
         write_master_script(cfg, store, "../evil")
+
+
+# --- the boot loader step, run for real against scratch targets (own mount namespace) ---
+
+def _fake_tool(target: Path, rel: str, body: str = "") -> None:
+    path = target / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho \"{rel} $*\" >>/si-tools.log\n{body}")
+    os.chmod(path, 0o755)
+
+
+def _target_with_shell(tmp_path: Path) -> Path:
+    target = tmp_path / "target"
+    (target / "bin").mkdir(parents=True)
+    import shutil
+    shutil.copy2(shutil.which("busybox"), target / "bin/busybox")
+    os.symlink("busybox", target / "bin/sh")
+    return target
+
+
+def _install_bootloader(tmp_path: Path, target: Path, **env) -> tuple[subprocess.CompletedProcess, str]:
+    need("busybox", "unshare")
+    script = tmp_path / "web.master"
+    script.write_text(render_master(build_plan("web", uefi_image(tmp_path))))
+    stub = tmp_path / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "si-log").write_text("#!/bin/sh\necho \"$*\" >>\"$LOGFILE\"\n")
+    (stub / "si-fail").write_text("#!/bin/sh\necho \"FAIL $*\" >>\"$LOGFILE\"\nexit 1\n")
+    (stub / "si-progress").write_text("#!/bin/sh\n")
+    for s in ("si-log", "si-fail", "si-progress"):
+        os.chmod(stub / s, 0o755)
+    log = tmp_path / "log"
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "busybox", "sh", "-c",
+                        f". {script}; install_bootloader; umount_all"],
+                       env=dict(os.environ, PATH=f"{stub}:{os.environ['PATH']}", SI_FUNCTIONS_ONLY="1",
+                                IMAGESERVER="x", TARGET=str(target), SI_TMP=str(tmp_path / "t"),
+                                LOGFILE=str(log), **env), capture_output=True, text=True)
+    return r, log.read_text() if log.exists() else ""
+
+
+def test_bootloader_skipped_with_a_clear_line_when_the_image_has_none(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    r, log = _install_bootloader(tmp_path, target)
+    assert r.returncode == 0, r.stderr
+    assert "boot loader: skipped, the image has neither GRUB (grub-install) nor extlinux" in log
+
+
+def test_grub_for_uefi_is_installed_removable_from_inside_the_image(tmp_path):
+    target = _target_with_shell(tmp_path)
+    (target / "usr/lib/grub/x86_64-efi").mkdir(parents=True)
+    (target / "usr/lib/grub/i386-pc").mkdir(parents=True)   # no BIOS boot partition on this GPT disk
+    _fake_tool(target, "usr/sbin/grub-install", "[ -c /dev/null ] && [ -r /proc/self/mounts ] && echo bound >>/si-tools.log\n")
+    _fake_tool(target, "usr/sbin/update-grub")
+    r, log = _install_bootloader(tmp_path, target, BOOT_DISK="/dev/vdq")
+    assert r.returncode == 0, r.stdout + r.stderr + log
+    assert (target / "si-tools.log").read_text().splitlines() == [
+        "usr/sbin/grub-install --target=x86_64-efi --efi-directory=/boot/efi --removable --no-nvram",
+        "bound", "usr/sbin/update-grub "]
+    assert "boot loader: GRUB installed for UEFI on /dev/vdq" in log
+    assert not os.listdir(target / "proc")  # bind mounts gone again
+
+
+def test_grub_that_fits_no_firmware_fails_clearly(tmp_path):
+    target = _target_with_shell(tmp_path)
+    _fake_tool(target, "usr/sbin/grub-install")
+    r, log = _install_bootloader(tmp_path, target)
+    assert r.returncode == 1
+    assert "FAIL boot loader: the image has GRUB but neither i386-pc" in log
+
+
+def test_extlinux_installed_with_its_mbr(tmp_path):
+    target = _target_with_shell(tmp_path)
+    _fake_tool(target, "usr/bin/extlinux")
+    (target / "usr/lib/syslinux/mbr").mkdir(parents=True)
+    (target / "usr/lib/syslinux/mbr/gptmbr.bin").write_bytes(b"\xab" * 440)
+    (target / "usr/lib/syslinux/mbr/mbr.bin").write_bytes(b"\xcd" * 440)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 4096)
+    r, log = _install_bootloader(tmp_path, target, BOOT_DISK=str(disk))
+    assert r.returncode == 0, r.stdout + r.stderr + log
+    assert (target / "si-tools.log").read_text().splitlines() == ["usr/bin/extlinux --install /boot/extlinux"]
+    data = disk.read_bytes()
+    assert data[:440] == b"\xab" * 440 and data[440:] == b"\0" * (4096 - 440)  # GPT disk: gptmbr.bin
+    assert f"boot loader: extlinux installed in /boot/extlinux on {disk}" in log
