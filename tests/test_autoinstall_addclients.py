@@ -206,3 +206,38 @@ def test_interactive_without_answers_is_a_clear_error(env):
     with pytest.raises(addclients_cmd.CliError, match="--basename"):
         addclients_cmd.addclients(args, addclients_cmd._Asker(io.StringIO("lab.example\n"), io.StringIO()))
     assert snapshot(env) == before
+
+
+def test_running_appliance_sees_new_clients_at_once(env):
+    """The HTTP app of a running appliance (its own store connection) serves what addclients wrote."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from appliance.http import build_app
+    from appliance.service import Context
+
+    async def scenario():
+        ctx = Context(env.cfg, Store(env.cfg.db_path))
+        runner = web.AppRunner(build_app(ctx))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/api/hosts") as r:
+                    assert await r.json() == []
+                assert await asyncio.to_thread(run_cli, env, *ARGS) == 0
+                async with http.get(f"{base}/api/hosts") as r:
+                    assert [h["hostname"] for h in await r.json()] == [f"www{n}" for n in range(1, 6)]
+                async with http.get(f"{base}/scripts/hosts") as r:
+                    assert "10.50.0.12\twww3.lab.example\twww3" in await r.text()
+                async with http.get(f"{base}/scripts/www3.sh") as r:
+                    assert r.status == 200 and await r.text() == "#!/bin/sh\necho web\n"
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())

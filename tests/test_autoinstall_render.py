@@ -291,6 +291,18 @@ def test_unmapped_fstab_entries_are_problems_or_notes(tmp_path):
     plan = build_plan("web", root)
     assert any("LVM/RAID" in p for p in plan.problems)
     assert any("UUID=deadbeef" in n for n in plan.notes)
+    script = render_master(plan)
+    assert "log 'note: left alone: fstab line 6 (UUID=deadbeef none)" in script
+    assert "fail 'cannot install image web: fstab line 5 (/dev/mapper/vg-data /data): LVM/RAID" in script
+
+
+def test_trailing_swap_does_not_grow(tmp_path):
+    text = sfdisk_dump(tmp_path, "s", 256, "label: dos\n,200M,83\n,,82\n", "/dev/vda")
+    root = make_image(tmp_path / "s", schemes={"/dev/vda": text},
+                      fstab="/dev/vda1 / ext4 defaults 0 1\n/dev/vda2 none swap sw 0 0\n")
+    plan = build_plan("s", root)
+    assert plan.disks[0].grow == 1
+    assert "DISK0_GROW=${DISK0_GROW-1}" in render_master(plan)
 
 
 def test_shell_quote_roundtrip(tmp_path):

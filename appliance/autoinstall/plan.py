@@ -217,6 +217,14 @@ def build_plan(image: str, root: Path, *, ip_method: str | None = None,
     if plan.filesystems and plan.filesystems[0].mountpoint != "/" and not plan.problems:
         plan.problems.append("the image's fstab has no root file system (/) on a partitioned disk")
 
+    # Without a marker in the scheme, the last partition holding a file system grows
+    # (not a trailing swap or ESP); a disk with no file system keeps its last partition.
+    for i, dp in enumerate(plan.disks):
+        if dp.disk.grow is None:
+            holders = [f.partition for f in plan.filesystems if f.disk == i and not f.partition.is_esp]
+            if holders:
+                dp.grow = max(holders, key=lambda p: p.end).number
+
     # How small the growing partition may become: the data that lands on it, with room.
     data = _data_bytes(root, [f.mountpoint for f in plan.filesystems])
     for fs in plan.filesystems:
