@@ -82,6 +82,7 @@ def test_refuses_interface_with_default_route(lab, tmp_path):
     assert out.returncode == 2
     assert "carries a default route" in out.stderr and "--force" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists(), "a refused start must write nothing"
     # --force serves anyway.
     proc = lab.popen(ns, *SI, "up", "--config", str(cfg), "--force",
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
