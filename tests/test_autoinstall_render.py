@@ -69,6 +69,8 @@ def test_parse_nvme_names_and_grow_marker(tmp_path):
     ("label: dos\n/dev/sda1 : start=1, size=5\n/dev/sda1 : start=9, size=5\n", "twice"),
     ("label: dos\ngarbage without colon\n", "not a header line"),
     ("label: dos\n/dev/sda : start=1, size=5\n", "partition number"),
+    ("label: dos\ndevice: /dev/sda;reboot\n", "not a device name"),
+    ("label: dos\n/dev/sda$(x)1 : start=1, size=5\n", "not a device name"),
 ])
 def test_parser_rejects_malformed_dumps(text, message):
     with pytest.raises(SchemeError, match=message):
