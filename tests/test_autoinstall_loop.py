@@ -57,6 +57,7 @@ STUBS = {
 text=$(printf '%s' "$*" | head -n 1 | tr -cd '[:alnum:] ._:/=()-')
 post "{\"log\": \"$text\"}" """,
     "si-fail": r'post "{\"state\": \"failed\", \"log\": \"failed\"}"; exit 1',
+    "si-done": r'post "{\"state\": \"succeeded\", \"phase\": \"done\", \"percent\": 100}"',
 }
 
 
@@ -250,6 +251,7 @@ def test_master_script_installs_onto_loop_disks(rig):
     progress = [l.split()[1:] for l in calls.read_text().splitlines() if l.startswith("si-progress")]
     phases = [x[0] for x in progress]
     assert phases[0] == "partition" and phases[-1] == "done" and progress[-1][1] == "100"
+    assert calls.read_text().splitlines()[-1] == "si-done installed gold"  # the initrd's command, last
     order = [ph for i, ph in enumerate(phases) if i == 0 or phases[i - 1] != ph]
     assert order == ["partition", "mkfs", "mount", "rsync", "configure", "bootloader", "done"]
     rsync_pct = [int(x[1]) for x in progress if x[0] == "rsync"]
