@@ -12,13 +12,13 @@ import ipaddress
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from .atomicfile import write_atomic
 from .autoinstall.render import valid_image_name, write_master_script
-from .config import Config, valid_domain
+from .config import Config, Pool, valid_domain
 from .store.records import Host
 
 MAX_CLIENTS = 65536
@@ -28,22 +28,6 @@ _BASENAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 class ClientsError(ValueError):
     """Bad input for addclients; the message is one line naming the argument."""
-
-
-@dataclass(frozen=True)
-class IpRange:
-    first: IPv4Address
-    last: IPv4Address
-
-    @property
-    def size(self) -> int:
-        return int(self.last) - int(self.first) + 1
-
-    def overlaps(self, other: "IpRange") -> bool:
-        return self.first <= other.last and other.first <= self.last
-
-    def __str__(self) -> str:
-        return f"{self.first}-{self.last}"
 
 
 @dataclass(frozen=True)
@@ -58,12 +42,12 @@ class ClientsPlan:
     image: str
     domain: str
     clients: list[Client]
-    unused_ranges: list[IpRange] = field(default_factory=list)
+    unused_ranges: list[Pool] = field(default_factory=list)
     master_missing: bool = False   # the image is in the store but has no master script yet
 
 
-def parse_range(text: str) -> IpRange:
-    """'10.0.0.1-10.0.0.99' (or one address) -> IpRange."""
+def parse_range(text: str) -> Pool:
+    """'10.0.0.1-10.0.0.99' (or one address) -> Pool."""
     parts = [p.strip() for p in str(text).split("-")]
     if len(parts) not in (1, 2) or not all(parts):
         raise ClientsError(f"--ip-range: {text!r} is not a range like 10.0.0.1-10.0.0.99")
@@ -77,7 +61,7 @@ def parse_range(text: str) -> IpRange:
     for ip in (first, last):
         if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved or ip == IPv4Address("255.255.255.255"):
             raise ClientsError(f"--ip-range: {ip} cannot be a client's address")
-    return IpRange(first, last)
+    return Pool(first, last)
 
 
 def hostnames(basename: str, start: int, end: int) -> list[str]:
@@ -96,11 +80,11 @@ def hostnames(basename: str, start: int, end: int) -> list[str]:
     return [f"{base}{n}" for n in range(start, end + 1)]
 
 
-def _check_ranges(cfg: Config, ranges: list[IpRange]) -> None:
-    seen_subnets: dict[str, IpRange] = {}
+def _check_ranges(cfg: Config, ranges: list[Pool]) -> None:
+    seen_subnets: dict[str, Pool] = {}
     for i, a in enumerate(ranges):
         for b in ranges[i + 1:]:
-            if a.overlaps(b):
+            if a.first <= b.last and b.first <= a.last:
                 raise ClientsError(f"--ip-range: {a} and {b} overlap")
         if cfg.subnets:
             subnet = cfg.subnet_for(a.first)
@@ -142,7 +126,7 @@ def plan_clients(cfg: Config, store, *, domain: str | None, basename: str, start
         raise ClientsError(f"--ip-range: {len(names)} hosts ({names[0]}..{names[-1]}) but only {total} addresses")
 
     ips: list[IPv4Address] = []
-    unused: list[IpRange] = []
+    unused: list[Pool] = []
     for r in parsed:
         if len(ips) >= len(names):
             unused.append(r)
@@ -163,24 +147,6 @@ def plan_clients(cfg: Config, store, *, domain: str | None, basename: str, start
 
 
 # --- files -------------------------------------------------------------------
-
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
 
 def read_hosts_file(text: str) -> dict[str, str]:
     """An /etc/hosts-format file -> {short name: fqdn} for lines of 'IP fqdn short'."""
@@ -279,7 +245,7 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
     except OSError:
         fqdns = {}
     fqdns.update({c.hostname: c.fqdn for c in plan.clients})
-    _write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain))
+    write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain))
 
     if etc_hosts is not None:
         try:
@@ -292,7 +258,7 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
         new = rewrite_etc_hosts(current, plan.clients)
         mode = etc_hosts.stat().st_mode & 0o7777 if etc_hosts.exists() else 0o644
         try:
-            _write_atomic(etc_hosts, new, mode)
+            write_atomic(etc_hosts, new, mode)
         except OSError:
             etc_hosts.write_text(new)  # a bind-mounted /etc/hosts cannot be replaced, only rewritten
 

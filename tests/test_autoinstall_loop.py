@@ -57,6 +57,7 @@ STUBS = {
 text=$(printf '%s' "$*" | head -n 1 | tr -cd '[:alnum:] ._:/=()-')
 post "{\"log\": \"$text\"}" """,
     "si-fail": r'post "{\"state\": \"failed\", \"log\": \"failed\"}"; exit 1',
+    "si-done": r'post "{\"state\": \"succeeded\", \"phase\": \"done\", \"percent\": 100}"',
 }
 
 
@@ -75,7 +76,12 @@ def golden_image(tmp: Path) -> Path:
         interfaces="auto lo\niface lo inet loopback\n\nallow-hotplug ens3\niface ens3 inet dhcp\n",
         networkd=True,
         files={"boot/vmlinuz-6.1": "kernel\n" * 1000, "var/lib/state": "v\n", "srv/www/index.html": "<h1>hi</h1>\n",
-               "usr/bin/tool": "#!/bin/sh\necho tool\n", "home/user/notes": "n\n"})
+               "usr/bin/tool": "#!/bin/sh\necho tool\n", "home/user/notes": "n\n",
+               # The image's e2fsprogs "knows" no metadata_csum: the new file systems must not have it.
+               "etc/mke2fs.conf": "[defaults]\n\tbase_features = sparse_super,large_file,filetype,"
+                                  "resize_inode,dir_index,ext_attr\n\tinode_size = 256\n[fs_types]\n"
+                                  "\text4 = {\n\t\tfeatures = has_journal,extent,huge_file,flex_bg,64bit,"
+                                  "dir_nlink,extra_isize\n\t}\n"})
     big = root / "usr/share/big.bin"
     big.parent.mkdir(parents=True, exist_ok=True)
     big.write_bytes(os.urandom(8 * MIB))
@@ -206,6 +212,8 @@ def test_master_script_installs_onto_loop_disks(rig):
     assert [info[d].get("TYPE") for d in (p(0, 1), p(0, 2), p(0, 5), p(0, 6), p(1, 1))] == \
         ["ext2", "swap", "ext4", "ext4", "xfs"]
     assert info[p(1, 1)]["UUID"] == XFS_UUID and info[p(0, 1)].get("LABEL") == "boot"
+    features = subprocess.run(["dumpe2fs", "-h", p(0, 6)], capture_output=True, text=True).stdout
+    assert "extent" in features and "metadata_csum" not in features  # the image's mke2fs.conf
 
     # Filled: mount as the script did and compare with the image (content, modes, owners, links, xattrs).
     mnt = tmp / "check"
@@ -250,6 +258,7 @@ def test_master_script_installs_onto_loop_disks(rig):
     progress = [l.split()[1:] for l in calls.read_text().splitlines() if l.startswith("si-progress")]
     phases = [x[0] for x in progress]
     assert phases[0] == "partition" and phases[-1] == "done" and progress[-1][1] == "100"
+    assert calls.read_text().splitlines()[-1] == "si-done installed gold"  # the initrd's command, last
     order = [ph for i, ph in enumerate(phases) if i == 0 or phases[i - 1] != ph]
     assert order == ["partition", "mkfs", "mount", "rsync", "configure", "bootloader", "done"]
     rsync_pct = [int(x[1]) for x in progress if x[0] == "rsync"]

@@ -69,6 +69,8 @@ def test_parse_nvme_names_and_grow_marker(tmp_path):
     ("label: dos\n/dev/sda1 : start=1, size=5\n/dev/sda1 : start=9, size=5\n", "twice"),
     ("label: dos\ngarbage without colon\n", "not a header line"),
     ("label: dos\n/dev/sda : start=1, size=5\n", "partition number"),
+    ("label: dos\ndevice: /dev/sda;reboot\n", "not a device name"),
+    ("label: dos\n/dev/sda$(x)1 : start=1, size=5\n", "not a device name"),
 ])
 def test_parser_rejects_malformed_dumps(text, message):
     with pytest.raises(SchemeError, match=message):
@@ -414,3 +416,34 @@ def test_extlinux_installed_with_its_mbr(tmp_path):
     data = disk.read_bytes()
     assert data[:440] == b"\xab" * 440 and data[440:] == b"\0" * (4096 - 440)  # GPT disk: gptmbr.bin
     assert f"boot loader: extlinux installed in /boot/extlinux on {disk}" in log
+
+
+def test_missing_golden_disks_map_to_the_disks_this_machine_has(tmp_path):
+    need("busybox")
+    script = tmp_path / "m.master"
+    script.write_text(render_master(build_plan("cluster", mbr_two_disk_image(tmp_path))))
+    sysfs = tmp_path / "sys"
+    for name in ("vda", "vdb", "sr0", "loop0", "nvme0n1"):
+        (sysfs / "block" / name).mkdir(parents=True)
+        (sysfs / "class/block" / name).mkdir(parents=True)
+
+    def mapped(**env) -> subprocess.CompletedProcess:
+        return subprocess.run(["busybox", "sh", "-c", f". {script}; map_disks; echo \"$DISK0 $DISK1\""],
+                              env=dict(os.environ, SI_FUNCTIONS_ONLY="1", IMAGESERVER="x", SI_SYSFS=str(sysfs),
+                                       SI_TMP=str(tmp_path / "t"), PATH="/nonexistent:/usr/bin:/bin", **env),
+                              capture_output=True, text=True)
+
+    # Golden /dev/sda and /dev/sdb are absent: the first disks in name order, never a CD or loop.
+    r = mapped()
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "/dev/nvme0n1 /dev/vda", r.stdout + r.stderr
+    assert "DISK0: the golden client's /dev/sda is not on this machine; using /dev/nvme0n1" in r.stdout
+    # A disk that exists and is set stays; the other golden name takes the next free one.
+    r = mapped(DISK0="/dev/vda")
+    assert r.stdout.splitlines()[-1] == "/dev/vda /dev/nvme0n1"
+    # A removable disk (the USB stick booted from) is never picked.
+    (sysfs / "block/nvme0n1/removable").write_text("1\n")
+    r = mapped()
+    assert r.stdout.splitlines()[-1] == "/dev/vda /dev/vdb"
+    # A disk set by hand that does not exist is an error, not a guess.
+    r = mapped(DISK1="/dev/sdq")
+    assert r.returncode == 1 and "DISK1=/dev/sdq: there is no such disk on this machine" in r.stdout + r.stderr

@@ -9,12 +9,14 @@ master script can still be written (failing clearly when run) and edited.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .fstab import MAKEABLE, FstabEntry, parse_fstab
 from .scheme import BlockInfo, Disk, Partition, SchemeError, read_schemes
 
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")  # it lands in shell code unquoted
 SCHEMES_DIR = "etc/systemimager/partitionschemes"
 MIB = 1024 * 1024
 MIN_FS_BYTES = {"xfs": 300 * MIB, "ext4": 32 * MIB, "ext3": 32 * MIB, "ext2": 16 * MIB, "vfat": 33 * MIB}
@@ -125,7 +127,7 @@ def _interfaces(text: str | None) -> tuple[str | None, list[str]]:
             sources.append(line.strip())
         elif fields[0] in ("iface", "auto", "allow-hotplug") and len(fields) > 1 and iface is None:
             name = fields[1]
-            if name != "lo" and not name.startswith("lo:"):
+            if name != "lo" and not name.startswith("lo:") and _IFNAME.match(name):
                 iface = name
     return iface, sources
 

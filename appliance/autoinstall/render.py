@@ -1,14 +1,13 @@
 """Render `<image>.master` from an install plan (jinja2) and write it atomically."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
 
+from ..atomicfile import write_atomic
 from ..config import Config
 from .plan import InstallPlan, build_plan
 
@@ -56,29 +55,11 @@ def plan_for(cfg: Config, store, image: str) -> InstallPlan:
                       post_install=post, rsync_port=cfg.rsyncd.port)
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o755) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_master_script(cfg: Config, store, image_name: str) -> Path:
     """Write scripts_dir/<image>.master; host links (and edited copies) are untouched."""
     if not valid_image_name(image_name):
         raise ValueError(f"image name {image_name!r} is not valid")
     plan = plan_for(cfg, store, image_name)
     path = cfg.scripts_dir / f"{image_name}.master"
-    atomic_write(path, render_master(plan))
+    write_atomic(path, render_master(plan), mode=0o755)
     return path

@@ -18,6 +18,7 @@ SWAP_TYPES = {"82", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"}
 
 # key=value (value possibly quoted, may hold commas) or a bare flag like `bootable`.
 _FIELD = re.compile(r'\s*([A-Za-z][\w-]*)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)')
+_DEVICE = re.compile(r"^/dev/[A-Za-z0-9_.:/+-]{1,64}$")  # it lands in shell code
 _GROW = re.compile(r"^#\s*(?:si-)?grow\s*[:=]\s*(\S+)\s*$")
 
 
@@ -160,6 +161,9 @@ def parse_sfdisk(text: str, source: str = "sfdisk dump") -> Disk:
         last_lba = int(header["last-lba"]) if "last-lba" in header else None
     except ValueError:
         raise SchemeError(f"{source}: sector-size/first-lba/last-lba are not numbers") from None
+    for name in [header.get("device", "")] + [p.device for p in parts]:
+        if name and not _DEVICE.match(name):
+            raise SchemeError(f"{source}: {name!r} is not a device name like /dev/sda")
     disk = Disk(device=header.get("device", ""), label=label, partitions=parts,
                 label_id=header.get("label-id"), first_lba=first_lba, sector_size=sector_size)
     if last_lba is not None:
@@ -246,6 +250,8 @@ def read_schemes(directory: Path) -> tuple[list[Disk], list[BlockInfo]]:
         disk = parse_sfdisk(path.read_text(errors="replace"), source=path.name)
         if not disk.device:
             disk.device = disk_name_from_file(path)
+        if not _DEVICE.match(disk.device):
+            raise SchemeError(f"{path.name}: {disk.device!r} is not a device name like /dev/sda")
         disks.append(disk)
     infos: list[BlockInfo] = []
     js = directory / "disks.json"
