@@ -127,10 +127,41 @@ def list_disks(lsblk_json):
     return disks
 
 
+BLKID_FIELDS = {"UUID": "uuid", "TYPE": "fstype", "LABEL": "label",
+                "PART_ENTRY_UUID": "partuuid", "PART_ENTRY_NAME": "partlabel"}
+
+
+def complete_with_blkid(tree):
+    """Fill what lsblk leaves empty by probing the devices with blkid.
+
+    lsblk takes UUIDs, labels and file system types from udev's database;
+    where udev does not run (containers, rescue systems) they come back null,
+    and the install could not match fstab's UUID= lines to partitions.
+    """
+    def visit(dev):
+        path = dev.get("path") or "/dev/" + dev.get("name", "")
+        if any(dev.get(key) is None for key in BLKID_FIELDS.values()):
+            status, out, _ = run(["blkid", "-p", "-o", "export", path])
+            if status == 0:
+                for line in out.splitlines():
+                    key, _, value = line.partition("=")
+                    if key in BLKID_FIELDS and dev.get(BLKID_FIELDS[key]) is None:
+                        dev[BLKID_FIELDS[key]] = value.lower() if key == "PART_ENTRY_UUID" else value
+        for child in dev.get("children", []):
+            visit(child)
+    for dev in tree.get("blockdevices", []):
+        visit(dev)
+    return tree
+
+
 def record_disks(root, chosen):
     schemes = os.path.join(root, SI_DIR, "partitionschemes")
     status, out, err = run(["lsblk", "-J", "-b", "-O"])
     if status == 0:
+        try:
+            out = json.dumps(complete_with_blkid(json.loads(out)), indent=1) + "\n"
+        except ValueError:
+            pass
         write_file(os.path.join(schemes, "disks.json"), out)
     else:
         say("Warning: lsblk failed (%s); disks.json not written" % err.strip())
