@@ -87,6 +87,7 @@ si_block_devices() {
         [ -e "$sys" ] || continue
         name=${sys##*/}
         case "$name" in loop*|ram*|zram*|dm-*|md*|nbd*) continue ;; esac
+        [ "$(cat "$sys/size" 2>/dev/null)" = 0 ] && continue   # empty drive
         if [ -e "$sys/partition" ]; then
             disk=$(basename "$(dirname "$(readlink -f "$sys")")")
         else
