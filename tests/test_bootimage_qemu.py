@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -59,8 +60,11 @@ def _wait_for(path: Path, pattern: str, timeout: float, proc) -> re.Match | None
     while time.monotonic() < deadline:
         text = path.read_text(errors="replace") if path.exists() else ""
         m = re.search(pattern, text)
-        if m or "autoinstall FAILED" in text:
+        if m:
             return m
+        if "autoinstall FAILED" in text:
+            time.sleep(1)   # the banner may still be arriving
+            return re.search(pattern, path.read_text(errors="replace"))
         if proc.poll() is not None:
             text = path.read_text(errors="replace") if path.exists() else ""
             return re.search(pattern, text)
@@ -72,42 +76,63 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_initrd_boots_finds_hostname_and_runs_script(bootimage, tmp_path):  # noqa: F811
+def _require() -> None:
     if os.geteuid() != 0:
         pytest.fail("this test needs root (network namespaces)")
     if shutil.which("qemu-system-x86_64") is None:
         pytest.fail("qemu-system-x86_64 not found: install the Debian package qemu-system-x86")
-    result, build_seconds = bootimage
+
+
+def _www(tmp_path: Path, scripts: dict[str, str]) -> Path:
     root = tmp_path / "www"
     (root / "scripts").mkdir(parents=True)
     (root / "scripts" / "hosts").write_text(HOSTS)
-    for name in ("node2", "node21", "node22"):
-        (root / "scripts" / f"{name}.sh").write_text(SCRIPT.replace("SI-MARKER", f"SI-MARKER-{name}"))
-    events, console = tmp_path / "events.jsonl", tmp_path / "console.log"
+    for name, body in scripts.items():
+        (root / "scripts" / f"{name}.sh").write_text(body)
+    return root
 
+
+def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], start_pattern: str,
+          end_pattern: str | None):
+    """Boot under QEMU in a lab namespace; returns (start match, end match, console, events, wall s)."""
+    events, console = tmp_path / "events.jsonl", tmp_path / "console.log"
     with Lab() as lab:
         ns = lab.namespace("boot")
         lab.bridge(ns, "br0", f"{SERVER}/24")
         lab.tap(ns, "tap0", "br0")
         lab.popen(ns, sys.executable, str(HERE / "bootimage_httpd.py"), SERVER, str(PORT), str(root), str(events))
-        cmdline = (f"console=ttyS0 panic=-1 IPADDR={GUEST} NETMASK=255.255.255.0 GATEWAY={SERVER} "
-                   f"IMAGESERVER={SERVER} SI_HTTP_PORT={PORT} DEVICE=eth0 SI_LINK_WAIT=10")
         started = time.monotonic()
         qemu = lab.popen(ns, "qemu-system-x86_64", "-accel", _qemu_accel(), "-m", "512", "-smp", "1",
                          "-display", "none", "-no-reboot", "-serial", f"file:{console}",
-                         "-kernel", str(result.kernel), "-initrd", str(result.initrd), "-append", cmdline,
+                         "-kernel", str(result.kernel), "-initrd", str(result.initrd),
+                         "-append", f"console=ttyS0 panic=-1 {cmdline}",
                          "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                         "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02")
-        start = _wait_for(console, r"SI-MARKER-(\w+) script-start uptime=([\d.]+)(.*)", 150, qemu)
-        wall_to_script = time.monotonic() - started
-        end = _wait_for(console, r"SI-MARKER-\w+ script-end", 60, qemu)
-        try:
-            qemu.wait(timeout=30)
-        except Exception:
-            pass
-        text = console.read_text(errors="replace") if console.exists() else "(no console output)"
-        assert start, f"the install script never started; console:\n{text[-4000:]}"
-        assert end, f"the install script did not finish; console:\n{text[-4000:]}"
+                         "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02", *extra)
+        start = _wait_for(console, start_pattern, 150, qemu)
+        wall = time.monotonic() - started
+        end = _wait_for(console, end_pattern, 60, qemu) if (start and end_pattern) else None
+        if end_pattern:
+            try:
+                qemu.wait(timeout=30)
+            except Exception:
+                pass
+        else:
+            time.sleep(2)   # let the last POST land
+    text = console.read_text(errors="replace") if console.exists() else "(no console output)"
+    return start, end, text, _events(events), wall
+
+
+def test_initrd_boots_finds_hostname_and_runs_script(bootimage, tmp_path):  # noqa: F811
+    _require()
+    result, build_seconds = bootimage
+    root = _www(tmp_path, {n: SCRIPT.replace("SI-MARKER", f"SI-MARKER-{n}") for n in ("node2", "node21", "node22")})
+    cmdline = (f"IPADDR={GUEST} NETMASK=255.255.255.0 GATEWAY={SERVER} "
+               f"IMAGESERVER={SERVER} SI_HTTP_PORT={PORT} DEVICE=eth0 SI_LINK_WAIT=10")
+    start, end, text, seen, wall_to_script = _boot(
+        result, tmp_path, root, cmdline, [],
+        r"SI-MARKER-(\w+) script-start uptime=([\d.]+)(.*)", r"SI-MARKER-\w+ script-end")
+    assert start, f"the install script never started; console:\n{text[-4000:]}"
+    assert end, f"the install script did not finish; console:\n{text[-4000:]}"
 
     host, uptime, rest = start.group(1), float(start.group(2)), start.group(3)
     assert host == "node2", f"exact IP match failed: {GUEST} ran {host}.sh"
@@ -116,7 +141,6 @@ def test_initrd_boots_finds_hostname_and_runs_script(bootimage, tmp_path):  # no
     assert "SI-MISSING" not in text, text
     assert "rsync  version" in text and "sfdisk from util-linux" in text and "mke2fs 1.47" in text
 
-    seen = _events(events)
     gets = [e["path"] for e in seen if e["method"] == "GET"]
     assert gets == ["/scripts/hosts", "/scripts/node2.sh"], gets
     posts = [e for e in seen if e["method"] == "POST"]
@@ -132,3 +156,50 @@ def test_initrd_boots_finds_hostname_and_runs_script(bootimage, tmp_path):  # no
     print(f"\nBOOTIMAGE initrd={result.initrd_size} bytes ({result.initrd_size / 2**20:.1f} MiB) "
           f"build={build_seconds:.1f}s cached={result.cached} kernel_to_script={uptime:.1f}s "
           f"qemu_start_to_script={wall_to_script:.1f}s accel={_qemu_accel()}")
+
+
+FAILING = """#!/bin/sh
+echo "SI-MARKER-FAIL host=$HOSTNAME ip=$IPADDR"
+si-progress format 5
+si-fail "mkfs failed on /dev/vda"
+echo "SI-AFTER-FAIL"
+"""
+
+
+def _ext4_with_local_cfg(path: Path, text: str) -> None:
+    content = path.with_suffix(".d")
+    content.mkdir()
+    (content / "local.cfg").write_text(text)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(content), str(path), "8M"], check=True)
+
+
+def test_local_cfg_from_disk_and_usb_stick_and_a_failing_script(bootimage, tmp_path):  # noqa: F811
+    """Removable local.cfg beats the disk's, which beats the command line; si-fail reports and stops."""
+    _require()
+    result, _ = bootimage
+    disk, stick = tmp_path / "disk.img", tmp_path / "stick.img"
+    _ext4_with_local_cfg(disk, "# left by updateclient\nHOSTNAME=node21\nIPADDR=10.77.0.3\n")
+    _ext4_with_local_cfg(stick, "HOSTNAME=node22\n")
+    root = _www(tmp_path, {"node22": FAILING, "node21": "echo wrong-script\n", "node200": "echo wrong\n"})
+    cmdline = f"IPADDR={GUEST} HOSTNAME=node200 IMAGESERVER={SERVER} SI_HTTP_PORT={PORT}"
+    extra = ["-drive", f"file={disk},format=raw,if=virtio",
+             "-device", "qemu-xhci,id=xhci",
+             "-drive", f"if=none,id=stick,format=raw,file={stick}",
+             "-device", "usb-storage,bus=xhci.0,drive=stick"]
+    banner, _, text, seen, _ = _boot(result, tmp_path, root, cmdline, extra,
+                                     r"autoinstall FAILED[^\n]*\n step: +(.*)\n reason: +(.*)", None)
+    assert banner, f"no failure banner; console:\n{text[-4000:]}"
+    assert "SI-MARKER-FAIL host=node22 ip=10.77.0.3" in text, text[-4000:]
+    assert "SI-AFTER-FAIL" not in text
+    assert banner.group(1).strip() == "install script"
+    assert "mkfs failed on /dev/vda" in banner.group(2)
+    assert "type 'si-autoinstall' here" in text
+    assert [e["path"] for e in seen if e["method"] == "GET"] == ["/scripts/node22.sh"]
+    posts = [e for e in seen if e["method"] == "POST"]
+    assert posts and all(e["path"] == "/api/installs/node22" and e["client"] == "10.77.0.3" for e in posts)
+    bodies = [e["body"] for e in posts]
+    assert any(b["phase"] == "format" and b["percent"] == 5 and b["state"] == "running" for b in bodies)
+    failed = [b for b in bodies if b["state"] == "failed"]
+    assert failed and "mkfs failed on /dev/vda" in failed[0]["phase"]
+    log = "".join(b["log"] for b in bodies)
+    assert "FAILED: mkfs failed on /dev/vda" in log and "removable" in log

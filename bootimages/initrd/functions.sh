@@ -103,6 +103,26 @@ si_block_devices() {
     done
 }
 
+# si_wait_usb: give USB sticks time to enumerate and show their disks
+# (usb-storage waits a second before scanning); at most SI_USB_WAIT seconds.
+si_wait_usb() {
+    ls -d /sys/bus/usb/devices/usb* >/dev/null 2>&1 || return 0
+    ticks=0; stable=0; prev=""
+    while [ "$ticks" -lt $((${SI_USB_WAIT:-10} * 4)) ]; do
+        pending=0
+        for intf in /sys/bus/usb/devices/*:*; do
+            [ "$(cat "$intf/bInterfaceClass" 2>/dev/null)" = 08 ] || continue
+            ls -d "$intf"/host*/target*/*/block/* >/dev/null 2>&1 || pending=1
+        done
+        cur=$(ls /sys/bus/usb/devices | tr '\n' ' ')
+        if [ "$cur" = "$prev" ]; then stable=$((stable + 1)); else stable=0; fi
+        prev=$cur
+        [ "$pending" = 0 ] && [ "$stable" -ge 4 ] && return 0
+        usleep 250000
+        ticks=$((ticks + 1))
+    done
+}
+
 # si_find_local_cfgs: mount each candidate read-only and copy any local.cfg;
 # prints kind:path items for si_collect_config.
 si_find_local_cfgs() {
