@@ -87,6 +87,7 @@ si_block_devices() {
         [ -e "$sys" ] || continue
         name=${sys##*/}
         case "$name" in loop*|ram*|zram*|dm-*|md*|nbd*) continue ;; esac
+        [ "$(cat "$sys/size" 2>/dev/null)" = 0 ] && continue   # empty drive
         if [ -e "$sys/partition" ]; then
             disk=$(basename "$(dirname "$(readlink -f "$sys")")")
         else
@@ -99,6 +100,26 @@ si_block_devices() {
         [ "$(cat "/sys/block/$disk/removable" 2>/dev/null)" = 1 ] && kind=removable
         case "$(readlink -f "/sys/block/$disk")" in */usb*) kind=removable ;; esac
         echo "$kind $name"
+    done
+}
+
+# si_wait_usb: give USB sticks time to enumerate and show their disks
+# (usb-storage waits a second before scanning); at most SI_USB_WAIT seconds.
+si_wait_usb() {
+    ls -d /sys/bus/usb/devices/usb* >/dev/null 2>&1 || return 0
+    ticks=0; stable=0; prev=""
+    while [ "$ticks" -lt $((${SI_USB_WAIT:-10} * 4)) ]; do
+        pending=0
+        for intf in /sys/bus/usb/devices/*:*; do
+            [ "$(cat "$intf/bInterfaceClass" 2>/dev/null)" = 08 ] || continue
+            ls -d "$intf"/host*/target*/*/block/* >/dev/null 2>&1 || pending=1
+        done
+        cur=$(ls /sys/bus/usb/devices | tr '\n' ' ')
+        if [ "$cur" = "$prev" ]; then stable=$((stable + 1)); else stable=0; fi
+        prev=$cur
+        [ "$pending" = 0 ] && [ "$stable" -ge 4 ] && return 0
+        usleep 250000
+        ticks=$((ticks + 1))
     done
 }
 

@@ -12,6 +12,9 @@ echo 4 > /proc/sys/kernel/printk   # warnings only, so our messages stay readabl
 ln -sf /proc/self/mounts /etc/mtab
 
 . /usr/lib/systemimager/functions.sh
+# The kernel passes unknown VAR=value words to init's environment and the
+# shell may preset HOSTNAME; configuration comes only from si_collect_config.
+for v in $SI_CFG_VARS; do unset "$v"; done
 si_say "autoinstall environment $(cat /etc/systemimager/build 2>/dev/null), kernel $(uname -r)"
 
 si-autoinstall
