@@ -119,10 +119,9 @@ def test_prepare_boot_root_never_raises(tmp_path, caplog):
 
 
 def test_si_up_context_serves_rendered_configs(tmp_path):
-    import argparse
     from appliance.commands.up import make_context
     from appliance.store.records import Host
-    ctx = make_context(argparse.Namespace(config=_config(tmp_path)))
+    ctx = make_context(load(_config(tmp_path)))
     ctx.store.upsert_host(Host("www1", mac="52:54:00:aa:bb:01", image="web"))
     script = ctx.dynamic_file("ipxe/01-52-54-00-aa-bb-01.ipxe", "10.77.0.50")
     assert b"HOSTNAME=www1" in script and b"kernel http://10.77.0.1:8080/boot/systemimager/kernel" in script
