@@ -3,7 +3,8 @@
 In a lab namespace, with dhcp.loader = "pxelinux": the iPXE ROM gets pxelinux.0
 from our DHCP, loads it and ldlinux.c32 (laid out by si up) over our TFTP, reads
 the pxelinux config our provider renders on request for its MAC, and loads
-kernel and initrd by '::' paths. ipxe.lkrn stands in for the autoinstall kernel
+kernel and initrd by '::' paths. With "ipxe": our DHCP sends the ROM to its
+per-MAC iPXE script on our HTTP, which fetches kernel and initrd over HTTP. ipxe.lkrn stands in for the autoinstall kernel
 and prints its command line as unknown commands. DNS then answers for the host.
 dnsmasq runs only to send IPv6 router advertisements (RA-only, no DHCP, no DNS):
 without one the iPXE ROM waits ~13 s in IPv6 autoconfiguration.
@@ -16,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from appliance.lab.netns import Lab
 from appliance.store import Store
 from appliance.store.records import Host
@@ -24,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 MAC, HOST_IP = "52:54:00:5e:00:04", "10.77.0.44"
 
 
-def test_si_up_pxelinux_boot_and_dns(tmp_path):
+@pytest.mark.parametrize("loader", ["pxelinux", "ipxe"])
+def test_si_up_boot_and_dns(tmp_path, loader):
     for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq-base"),
                           ("dig", "bind9-dnsutils")):
         assert shutil.which(tool), f"{tool} is missing: apt-get install {package}"
@@ -51,7 +55,7 @@ gateway = "10.77.0.1"
 dns_servers = ["10.77.0.1"]
 [dhcp]
 probe_seconds = 0
-loader = "pxelinux"
+loader = "{loader}"
 ''')
     serial, up_log = tmp_path / "serial.log", tmp_path / "up.log"
     serial.write_text("")
@@ -85,9 +89,15 @@ loader = "pxelinux"
         qemu.kill()
         qemu.wait()
         log = serial.read_text(errors="replace").replace("\r", "")
-        assert "Filename: pxelinux.0" in log and "PXELINUX" in log, log[-2000:]
         assert f"net0: {HOST_IP}/255.255.255.0" in log, log[-2000:]       # our DHCP, fixed address
-        assert "Loading ::systemimager/kernel" in log, log[-2000:]
+        if loader == "pxelinux":
+            assert "Filename: pxelinux.0" in log and "PXELINUX" in log, log[-2000:]
+            assert "Loading ::systemimager/kernel" in log, log[-2000:]
+        else:   # the iPXE ROM is sent straight to its per-MAC script over HTTP
+            script = f"http://10.77.0.1:8080/boot/ipxe/01-{MAC.replace(':', '-')}.ipxe"
+            assert f"Filename: {script}" in log, log[-2000:]
+            assert "SystemImager: autoinstalling www3 with image web" in log, log[-2000:]
+            assert "http://10.77.0.1:8080/boot/systemimager/kernel... ok" in log, log[-2000:]
         assert marker in log, log[-2000:]
 
         def dig(*args: str) -> str:
