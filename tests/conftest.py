@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from appliance.lab.netns import Lab, sweep_stale
+from guards import dev_null_stays_a_device  # noqa: F401  (autouse)
 
 
 def require_root() -> None:

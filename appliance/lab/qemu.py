@@ -55,6 +55,7 @@ class Guest:
     netboot: bool = True               # network first, then disk (netboot-once does the rest)
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
+    tap: str | None = None
 
     @property
     def console_path(self) -> Path:
@@ -90,10 +91,11 @@ class Guest:
     def start(self) -> "Guest":
         require_qemu(self.firmware)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        tap = self.lab.tap(self.ns, f"tap-{self.name}"[:15], self.bridge)
-        self.console_path.write_bytes(b"")
-        log = open(self.workdir / f"{self.name}.qemu.log", "w")
-        self.proc = self.lab.popen(self.ns, *self.command(tap), stdout=log, stderr=subprocess.STDOUT)
+        if self.tap is None:  # a second power-on reuses the machine's cable
+            self.tap = self.lab.tap(self.ns, f"tap-{self.name}"[:15], self.bridge)
+        self.console_path.write_bytes(b"")  # each power-on gets a fresh console log
+        log = open(self.workdir / f"{self.name}.qemu.log", "a")
+        self.proc = self.lab.popen(self.ns, *self.command(self.tap), stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def console(self) -> str:
