@@ -62,14 +62,15 @@ def fetch_peers() -> dict[str, Path]:
     return want
 
 
-def server_commands(root: Path, peers: dict[str, Path]) -> dict[str, list[str]]:
+def server_commands(root: Path, work: Path, peers: dict[str, Path]) -> dict[str, list[str]]:
+    # Never point dnsmasq's pid file at /dev/null: it unlinks its pid file on exit.
     return {
         "ours": [sys.executable, "-m", "services.tftp.server", str(root), "--address", SERVER_IP, "--port", "69"],
         "tftpd_hpa": [str(peers["tftpd_hpa"]), "-L", "-s", "-u", "root", "--address", f"{SERVER_IP}:69", str(root)],
         "dnsmasq": ["dnsmasq", "-d", "--port=0", "--enable-tftp", f"--tftp-root={root}", "--conf-file=/dev/null",
                     f"--listen-address={SERVER_IP}", "--bind-interfaces", "--user=root", "--tftp-max=200",
-                    "--pid-file=/dev/null", "--log-facility=/dev/null"],
-        "atftpd": [str(peers["atftpd"]), "--daemon", "--no-fork", "--user", "root.root", "--logfile", "/dev/null",
+                    f"--pid-file={work / 'dnsmasq.pid'}", f"--log-facility={work / 'dnsmasq.log'}"],
+        "atftpd": [str(peers["atftpd"]), "--daemon", "--no-fork", "--user", "root.root", "--logfile", str(work / "atftpd.log"),
                    "--bind-address", SERVER_IP, "--port", "69", "--maxthread", "200", str(root)],
     }
 
@@ -185,7 +186,7 @@ def main() -> None:
 
     results: dict[str, dict] = {}
     servers = args.servers.split(",")
-    commands = server_commands(root, peers)
+    commands = server_commands(root, work, peers)
     try:
         with Lab() as lab:
             srv, cli = lab.namespace("tsrv"), lab.namespace("tcli")
