@@ -45,7 +45,7 @@ class Source(Protocol):
 
     def read_into(self, view: memoryview, offset: int) -> int: ...
 
-    def read_many(self, views: list[memoryview], offset: int) -> int: ...
+    def read_many(self, views: list[memoryview], offset: int, want: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ class ReadTransfer:
         if self.done:
             return
         if len(data) == 4 and data[1] == 4 and data[0] == 0:      # ACK: the hot path
-            self._on_ack((data[2] << 8) | data[3], now)
+            self.ack((data[2] << 8) | data[3], now)
             return
         try:
             packet = decode(data)
@@ -178,7 +178,10 @@ class ReadTransfer:
             self._fill_window()
 
     # --- internals -----------------------------------------------------------
-    def _on_ack(self, wire: int, now: float) -> None:
+    def ack(self, wire: int, now: float) -> None:
+        """An ACK of wire block number `wire` from the peer (the server's fast path calls this)."""
+        if self.done:
+            return
         if self.awaiting_oack_ack:
             if wire != 0:
                 self.stray += 1
@@ -226,7 +229,7 @@ class ReadTransfer:
         elif count < self._slots:
             payloads = payloads[:count]
         want = (count - 1) * bs + tail
-        got = self.source.read_many(payloads[:count], offset) if want else 0
+        got = self.source.read_many(payloads, offset, want) if want else 0
         if got != want:
             self.send(encode_error(ERR_UNDEFINED, "file changed while being sent"))
             self._finish("file truncated")
@@ -262,7 +265,7 @@ class BytesSource:
         view[:len(chunk)] = chunk
         return len(chunk)
 
-    def read_many(self, views: list[memoryview], offset: int) -> int:
+    def read_many(self, views: list[memoryview], offset: int, want: int) -> int:
         total = 0
         for view in views:
             n = self.read_into(view, offset + total)
@@ -279,10 +282,10 @@ class FileSource:
         self.fd = fd
         self.size = size
 
-    def read_many(self, views: list[memoryview], offset: int) -> int:
+    def read_many(self, views: list[memoryview], offset: int, want: int) -> int:
         """Scatter-read consecutive blocks with one preadv (falls back per view when short)."""
         total = os.preadv(self.fd, views, offset)
-        if total == sum(len(v) for v in views):
+        if total == want:
             return total
         done = 0
         for view in views:              # short read: finish view by view from where it stopped
