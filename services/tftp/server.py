@@ -173,6 +173,8 @@ class Session:
             c["client_errors"] += 1
         else:
             c["sessions_failed"] += 1
+        log.debug("done %s:%s %s, %d bytes in %d blocks", self.peer[0], self.peer[1], t.outcome,
+                  t.bytes_sent, t.data_sent)
         if self.owner.on_session_end:
             self.owner.on_session_end(self.peer, t)
 
@@ -381,6 +383,8 @@ class TftpServer:
         if len(self.sessions) >= self.max_sessions:
             self._refuse(sock, addr, ERR_UNDEFINED, "server busy", "busy_refused")
             return
+        log.debug("RRQ %s:%s %r mode %s options %s", addr[0], addr[1], packet.filename, packet.mode,
+                  packet.options)
         try:
             name = safepath.clean(packet.filename)
         except safepath.UnsafePath:
@@ -490,7 +494,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=69)
     parser.add_argument("--max-sessions", type=int, default=512)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
 
     async def run() -> None:
         server = TftpServer(args.root, args.address, args.port, max_sessions=args.max_sessions)
