@@ -3,11 +3,11 @@
 The server feeds it datagrams from the session's peer (`handle`) and timer
 expiries (`on_timer`), with the current time; the engine answers through the
 injected `send` callable (which must consume the bytes before returning: the
-engine reuses one packet buffer, so the hot path allocates nothing per block)
-and reads the file through `source.read_into(view, offset)` (os.preadv for a
-real file). `deadline` says when the engine wants `on_timer` next.
+engine reuses its packet buffer, so the hot path allocates nothing per block)
+and reads the file through `source.read_many(views, offset, want)` (one
+os.preadv scattering a window's blocks into their packet slots). `deadline` says when the engine wants `on_timer` next.
 
-Rules that make it robust (see ../../BAD-INPUTS.md of the project notes):
+Rules that make it robust (the TFTP part of the project's BAD-INPUTS list):
 - options are validated one by one; a bad value drops that option, never the
   request (RFC 2347: the server ignores options it does not accept);
 - block numbers are absolute internally and go on the wire modulo 65536, so

@@ -34,7 +34,7 @@ from services import safepath
 
 from .engine import BytesSource, FileSource, Limits, ReadTransfer, to_netascii
 from .packet import (ERR_ACCESS, ERR_ILLEGAL_OP, ERR_NOT_FOUND, ERR_UNDEFINED, ERR_UNKNOWN_TID,
-                     RRQ, WRQ, PacketError, Request, decode, encode_error)
+                     WRQ, PacketError, Request, decode, encode_error)
 
 log = logging.getLogger("si.tftp")
 
