@@ -240,3 +240,40 @@ def test_file_truncated_while_sent_ends_with_error():
     assert t.done and t.outcome == "file truncated"
     last = wire.take()[-1]
     assert isinstance(last, P.Error)
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=150, deadline=None)
+@given(window=st.sampled_from([1, 2, 8, 16]),
+       events=st.lists(st.one_of(st.integers(0, 65535).map(lambda n: ("ack", n)),
+                                 st.just(("timer", 0)),
+                                 st.binary(max_size=8).filter(lambda b: b[:2] != b"\0\4").map(lambda b: ("junk", b))), max_size=60))
+def test_no_input_makes_the_engine_send_more_than_a_window(window, events):
+    """Whatever a peer sends, one input never produces more than one window of DATA."""
+    data = bytes(512 * 50 + 3)
+    opts = {"windowsize": str(window)} if window > 1 else {}
+    t, wire = start(data, opts, limits=Limits(timeout=1.0, max_timeout=2.0, retries=5))
+    wire.take()
+    if window > 1:
+        t.handle(ack(0), 0.0)
+        assert len(wire.take()) == window
+    now = 0.0
+    for kind, value in events:
+        if t.done:
+            break
+        if kind == "ack":
+            was_dup = value == (t.base - 1) & 0xFFFF
+            t.handle(ack(value), now)
+            sent = wire.take()
+            assert len(sent) <= window
+            if was_dup:
+                assert sent == []
+        elif kind == "timer":
+            now = t.deadline
+            t.on_timer(now)
+            assert len(wire.take()) <= window
+        else:
+            t.handle(value, now)
+            assert wire.take() == []

@@ -3,11 +3,11 @@
 The server feeds it datagrams from the session's peer (`handle`) and timer
 expiries (`on_timer`), with the current time; the engine answers through the
 injected `send` callable (which must consume the bytes before returning: the
-engine reuses one packet buffer, so the hot path allocates nothing per block)
-and reads the file through `source.read_into(view, offset)` (os.preadv for a
-real file). `deadline` says when the engine wants `on_timer` next.
+engine reuses its packet buffer, so the hot path allocates nothing per block)
+and reads the file through `source.read_many(views, offset, want)` (one
+os.preadv scattering a window's blocks into their packet slots). `deadline` says when the engine wants `on_timer` next.
 
-Rules that make it robust (see ../../BAD-INPUTS.md of the project notes):
+Rules that make it robust (the TFTP part of the project's BAD-INPUTS list):
 - options are validated one by one; a bad value drops that option, never the
   request (RFC 2347: the server ignores options it does not accept);
 - block numbers are absolute internally and go on the wire modulo 65536, so
@@ -36,6 +36,7 @@ DEFAULT_BLKSIZE = 512
 MIN_BLKSIZE = 8          # RFC 2348
 MAX_BLKSIZE = 65464      # RFC 2348
 MAX_DIGITS = 10          # longer numbers are refused before int() sees them
+WINDOW_BUFFER = 256 * 1024   # per-session packet buffer cap (window x blksize can be 4 MB)
 _HEADER = struct.Struct("!HH")
 
 
@@ -43,6 +44,8 @@ class Source(Protocol):
     size: int
 
     def read_into(self, view: memoryview, offset: int) -> int: ...
+
+    def read_many(self, views: list[memoryview], offset: int, want: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -109,9 +112,14 @@ class ReadTransfer:
         self.max_interval = max(limits.max_timeout, neg.timeout)
         self.size = source.size
         self.last = self.size // bs + 1           # final block: shorter than bs, maybe empty
-        self._buf = bytearray(4 + bs)
-        self._packet = memoryview(self._buf)
-        self._payload = self._packet[4:]
+        # One buffer of packet slots (header + payload each): a window's blocks are read
+        # with one preadv straight into the slots and sent from there, no copies.
+        slot = 4 + bs
+        self._slots = max(1, min(self.window, WINDOW_BUFFER // slot))
+        self._buf = bytearray(slot * self._slots)
+        whole = memoryview(self._buf)
+        self._packets = [whole[i * slot:(i + 1) * slot] for i in range(self._slots)]
+        self._payloads = [p[4:] for p in self._packets]
         self.base = 1            # lowest block not yet acknowledged (absolute number)
         self.next = 1            # next block to send
         self._rewind_guard = 0   # no gap-rewind until the client has acked past this
@@ -141,7 +149,7 @@ class ReadTransfer:
         if self.done:
             return
         if len(data) == 4 and data[1] == 4 and data[0] == 0:      # ACK: the hot path
-            self._on_ack((data[2] << 8) | data[3], now)
+            self.ack((data[2] << 8) | data[3], now)
             return
         try:
             packet = decode(data)
@@ -170,7 +178,10 @@ class ReadTransfer:
             self._fill_window()
 
     # --- internals -----------------------------------------------------------
-    def _on_ack(self, wire: int, now: float) -> None:
+    def ack(self, wire: int, now: float) -> None:
+        """An ACK of wire block number `wire` from the peer (the server's fast path calls this)."""
+        if self.done:
+            return
         if self.awaiting_oack_ack:
             if wire != 0:
                 self.stray += 1
@@ -201,22 +212,35 @@ class ReadTransfer:
     def _fill_window(self) -> None:
         end = min(self.base + self.window - 1, self.last)
         while self.next <= end and not self.done:
-            self._send_block(self.next)
-            self.next += 1
+            count = min(end - self.next + 1, self._slots)
+            self._send_blocks(self.next, count)
+            self.next += count
 
-    def _send_block(self, block: int) -> None:
+    def _send_blocks(self, first: int, count: int) -> None:
+        """Read blocks first..first+count-1 in one go and send them."""
         bs = self.blksize
-        offset = (block - 1) * bs
-        want = bs if block < self.last else self.size - offset
-        payload = self._payload if want == bs else self._payload[:want]
-        got = self.source.read_into(payload, offset) if want else 0
+        offset = (first - 1) * bs
+        packets, payloads = self._packets, self._payloads
+        tail = bs
+        if first + count - 1 == self.last:              # the short final block
+            tail = self.size - (self.last - 1) * bs
+            packets = packets[:count - 1] + [packets[count - 1][:4 + tail]]
+            payloads = payloads[:count - 1] + [payloads[count - 1][:tail]]
+        elif count < self._slots:
+            payloads = payloads[:count]
+        want = (count - 1) * bs + tail
+        got = self.source.read_many(payloads, offset, want) if want else 0
         if got != want:
             self.send(encode_error(ERR_UNDEFINED, "file changed while being sent"))
             self._finish("file truncated")
             return
-        _HEADER.pack_into(self._buf, 0, 3, block & 0xFFFF)
-        self.send(self._packet if want == bs else self._packet[:4 + want])
-        self.data_sent += 1
+        send = self.send
+        pack = _HEADER.pack_into
+        for i in range(count):
+            packet = packets[i]
+            pack(packet, 0, 3, (first + i) & 0xFFFF)
+            send(packet)
+        self.data_sent += count
         self.bytes_sent += want
 
     def abort(self, outcome: str) -> None:
@@ -241,6 +265,15 @@ class BytesSource:
         view[:len(chunk)] = chunk
         return len(chunk)
 
+    def read_many(self, views: list[memoryview], offset: int, want: int) -> int:
+        total = 0
+        for view in views:
+            n = self.read_into(view, offset + total)
+            total += n
+            if n < len(view):
+                break
+        return total
+
 
 class FileSource:
     """An open file descriptor read with pread (no shared file offset, no copies beyond one)."""
@@ -248,6 +281,24 @@ class FileSource:
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
+
+    def read_many(self, views: list[memoryview], offset: int, want: int) -> int:
+        """Scatter-read consecutive blocks with one preadv (falls back per view when short)."""
+        total = os.preadv(self.fd, views, offset)
+        if total == want:
+            return total
+        done = 0
+        for view in views:              # short read: finish view by view from where it stopped
+            if total >= done + len(view):
+                done += len(view)
+                continue
+            part = view[total - done:]
+            n = self.read_into(part, offset + total)
+            total += n
+            done += len(view)
+            if n < len(part):
+                break
+        return total
 
     def read_into(self, view: memoryview, offset: int) -> int:
         total = os.preadv(self.fd, [view], offset)
