@@ -73,8 +73,8 @@ def _busybox(root: Path) -> list[str]:
     shutil.copy2("/bin/busybox", root / "usr/bin/busybox")
     applets = _run("/bin/busybox", "--list-full").split()
     for applet in applets:
-        dest = root / applet.replace("sbin/", "usr/sbin/").replace("bin/", "usr/bin/", 1) \
-            if not applet.startswith("usr/") else root / applet
+        # merged /usr: bin/x and sbin/x live under usr/
+        dest = root / (applet if applet.startswith("usr/") else "usr/" + applet)
         if not dest.exists() and not dest.is_symlink():
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.symlink("/usr/bin/busybox", dest)
@@ -132,8 +132,9 @@ def _initramfs(path: Path, version: str, modules: dict[str, bytes], dep: str, lo
 def build_tree(root: Path, workdir: Path) -> str:
     """Fill `root` with the golden system; returns its kernel version."""
     _merged_usr(root)
-    for d in ("etc/network", "proc", "sys", "dev", "run", "tmp", "boot/grub", "boot/efi", "root", "home/user",
-              "var/log", "usr/share/udhcpc", "usr/share/grub"):
+    for d in ("etc/network/if-pre-up.d", "etc/network/if-up.d", "etc/network/if-down.d",
+              "etc/network/if-post-down.d", "proc", "sys", "dev", "run", "tmp", "boot/grub", "boot/efi", "root", "home/user",
+              "var/log", "etc/udhcpc", "usr/share/grub"):
         (root / d).mkdir(parents=True, exist_ok=True)
     _busybox(root)
     version, unpacked = _kernel(workdir)
@@ -152,7 +153,7 @@ def build_tree(root: Path, workdir: Path) -> str:
     for d in GRUB_DIRS:
         shutil.copytree(d, root / d.lstrip("/"), dirs_exist_ok=True)
     for name, dest in (("init", "sbin/init"), ("update-grub", "usr/sbin/update-grub"),
-                       ("udhcpc.script", "usr/share/udhcpc/default.script")):
+                       ("udhcpc.script", "etc/udhcpc/default.script")):
         target = root / dest
         if target.exists() or target.is_symlink():
             target.unlink()
