@@ -29,26 +29,44 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{report.when}", report)
 
 
-@pytest.fixture
-def install_lab(request, tmp_path):
+FAILED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="module")
+def install_lab(request, tmp_path_factory):
+    """One appliance with the golden image captured, shared by a module's scenarios."""
     if os.geteuid() != 0:
         pytest.fail("the end-to-end lab needs root (namespaces, loop devices, QEMU taps)")
     sweep_stale()
+    workdir = tmp_path_factory.mktemp("lab")
     lab = Lab()
-    ilab = InstallLab(lab, tmp_path)
+    ilab = InstallLab(lab, workdir)
+    request.node.stash[FAILED_KEY] = False
     try:
+        ilab.up()
+        ilab.capture("golden_v1", ip_assignment="static_dhcp")
         yield ilab
+    except BaseException:
+        request.node.stash[FAILED_KEY] = True
+        raise
     finally:
-        failed = any(getattr(request.node, f"rep_{w}", None) and getattr(request.node, f"rep_{w}").failed
-                     for w in ("setup", "call"))
         try:
             ilab.close()
         finally:
             lab.close()
-        if failed:
-            keep = ARTIFACTS / request.node.name
+        if request.node.stash[FAILED_KEY]:
+            keep = ARTIFACTS / request.node.name.replace("/", "_")
             shutil.rmtree(keep, ignore_errors=True)
             keep.mkdir(parents=True)
-            for pattern in ("*.log", "*.toml", "log/*.log"):
-                for f in tmp_path.glob(pattern):
+            for pattern in ("*.log", "*.toml", "state/../log/*.log"):
+                for f in workdir.glob(pattern):
                     shutil.copy2(f, keep / f.name)
+
+
+@pytest.fixture(autouse=True)
+def _note_failures(request):
+    """Mark the module's lab as failed when one of its tests fails, to keep its logs."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        request.node.parent.stash[FAILED_KEY] = True

@@ -52,7 +52,7 @@ class Guest:
     disk: Path | None = None
     cdrom: Path | None = None
     memory_mb: int = 1024
-    netboot: bool = True               # network first, then disk (netboot-once does the rest)
+    boot: tuple[str, ...] = ("net", "disk")   # firmware boot order; netboot-once does the rest
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     tap: str | None = None
@@ -74,18 +74,16 @@ class Guest:
                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
             nic += f",romfile={EFI_VIRTIO_ROM}"
-        order = 1
+        def index(device: str) -> str:
+            return f",bootindex={self.boot.index(device) + 1}" if device in self.boot else ""
+
         if self.cdrom:
             cmd += ["-drive", f"file={self.cdrom},media=cdrom,if=none,id=cd0,readonly=on",
-                    "-device", f"ide-cd,drive=cd0,bootindex={order}"]
-            order += 1
-        if self.netboot:
-            nic += f",bootindex={order}"
-            order += 1
-        cmd += ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", nic]
+                    "-device", f"ide-cd,drive=cd0{index('cdrom')}"]
+        cmd += ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", nic + index("net")]
         if self.disk:
             cmd += ["-drive", f"file={self.disk},format=raw,if=none,id=d0",
-                    "-device", f"virtio-blk-pci,drive=d0,bootindex={order}"]
+                    "-device", f"virtio-blk-pci,drive=d0{index('disk')}"]
         return cmd + self.extra
 
     def start(self) -> "Guest":
