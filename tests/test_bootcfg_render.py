@@ -62,7 +62,7 @@ def test_local_boot_cases(host, why):
     pxe = text("pxelinux", host)
     assert "DEFAULT local" in pxe and "LOCALBOOT 0" in pxe and "KERNEL" not in pxe
     ipxe = text("ipxe", host)
-    assert ipxe.rstrip().endswith("exit") and "\nkernel " not in ipxe
+    assert ipxe.rstrip().endswith("exit 1") and "\nkernel " not in ipxe
     grub = text("grub", host)
     assert "\nexit\n" in grub and "linux" not in grub
     for rendered in (pxe, ipxe, grub):
@@ -152,7 +152,7 @@ def test_ipxe_and_grub_paths(store):
     ipxe = boot_file(store, CFG, "ipxe/01-52-54-00-AA-BB-01.ipxe", "10.77.0.11").decode()
     assert "HOSTNAME=www1" in ipxe
     unknown = boot_file(store, CFG, "ipxe/01-52-54-00-00-00-99.ipxe", "10.77.0.99").decode()
-    assert "unknown machine" in unknown and unknown.rstrip().endswith("exit")
+    assert "unknown machine" in unknown and unknown.rstrip().endswith("exit 1")
     assert "HOSTNAME=www1" in boot_file(store, CFG, "/grub/grub.cfg-01-52-54-00-aa-bb-01", "10.77.0.11").decode()
     assert boot_file(store, CFG, "grub/grub.cfg-01-52-54-00-00-00-99", "10.77.0.99") is None
     assert "HOSTNAME=www1" in boot_file(store, CFG, "grub/grub.cfg-0A4D000B", "10.77.0.11").decode()
