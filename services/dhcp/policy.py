@@ -25,6 +25,7 @@ _ZERO = IPv4Address(0)
 _BROADCAST = "255.255.255.255"
 # PXE vendor options (43): discovery control 8 = boot the file in this offer, no menus.
 _PXE_DISCOVERY_CONTROL = bytes((6, 1, 8, 255))
+_IPXE_NO_PXEDHCP = bytes((176, 1, 1))
 
 
 class Directory(Protocol):
@@ -297,6 +298,10 @@ class Policy:
         choice = boot.choose(pkt, self.cfg)
         if choice is not None:
             self._boot(reply, choice)
+            if boot.is_ipxe(pkt):
+                # iPXE option 175.176 (no-pxedhcp): everything is in this offer, so iPXE
+                # need not wait its 2 s for ProxyDHCP offers before requesting.
+                opts.append((P.OPT_IPXE_ENCAP, _IPXE_NO_PXEDHCP))
         self._hint(reply)
         return reply
 
