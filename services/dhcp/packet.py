@@ -111,7 +111,7 @@ class Packet:
 
     @property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.chaddr[:6])
+        return self.chaddr[:6].hex(":")
 
     @property
     def broadcast(self) -> bool:
@@ -252,16 +252,20 @@ def decode(data: bytes) -> Packet:
 # --- encoding ---------------------------------------------------------------
 
 def _encode_options(options: list[tuple[int, bytes]]) -> bytes:
-    out = bytearray()
+    parts = []
     for code, value in options:
         if not 1 <= code <= 254:
             raise PacketError(f"option code {code} cannot be encoded")
-        if not value:
-            out += bytes((code, 0))
-        for i in range(0, len(value), 255):   # RFC 3396: split long values
+        n = len(value)
+        if n <= 255:
+            parts.append(bytes((code, n)))
+            parts.append(value)
+            continue
+        for i in range(0, n, 255):   # RFC 3396: split long values
             chunk = value[i:i + 255]
-            out += bytes((code, len(chunk))) + chunk
-    return bytes(out)
+            parts.append(bytes((code, len(chunk))))
+            parts.append(chunk)
+    return b"".join(parts)
 
 
 def _field(value: bytes, size: int, name: str) -> bytes:

@@ -67,6 +67,24 @@ class Policy:
         self.server_port = cfg.dhcp.port
         self.client_port = 68 if cfg.dhcp.port == 67 else cfg.dhcp.port + 1
         self.hint = cfg.hint_address.packed
+        # Per-subnet option bytes, built once instead of on every reply.
+        self._static: dict[int, list[tuple[int, bytes]]] = {}
+        self._lease_opts: dict[int, list[tuple[int, bytes]]] = {}
+        self._server_opt = (P.OPT_SERVER_ID, self.server_id.packed)
+        domain = cfg.domain.encode()
+        for s in cfg.subnets:
+            t = s.lease_time
+            self._lease_opts[id(s)] = [(P.OPT_LEASE_TIME, P.u32(t)), (P.OPT_T1, P.u32(t // 2)),
+                                       (P.OPT_T2, P.u32(t * 7 // 8))]
+            static = [(P.OPT_MASK, s.network.netmask.packed)]
+            if s.gateway is not None:
+                static.append((P.OPT_ROUTER, s.gateway.packed))
+            if s.dns_servers:
+                static.append((P.OPT_DNS, P.ip_bytes(*s.dns_servers)))
+            self._static[id(s)] = static
+        self._tail = {id(s): [(P.OPT_DOMAIN, domain),
+                              (P.OPT_BROADCAST, s.network.broadcast_address.packed)]
+                      for s in cfg.subnets}
 
     # --- entry point ---------------------------------------------------------
     def decide(self, arrival: Arrival, now: float | None = None) -> Decision:
@@ -281,20 +299,13 @@ class Policy:
         reply.ciaddr = pkt.ciaddr if kind == P.ACK else _ZERO
         reply.siaddr = self.server_id
         opts = reply.options
-        opts.append((P.OPT_SERVER_ID, self.server_id.packed))
+        opts.append(self._server_opt)
         if lease:
-            t = subnet.lease_time
-            opts += [(P.OPT_LEASE_TIME, P.u32(t)), (P.OPT_T1, P.u32(t // 2)),
-                     (P.OPT_T2, P.u32(t * 7 // 8))]
-        opts.append((P.OPT_MASK, subnet.network.netmask.packed))
-        if subnet.gateway is not None:
-            opts.append((P.OPT_ROUTER, subnet.gateway.packed))
-        if subnet.dns_servers:
-            opts.append((P.OPT_DNS, P.ip_bytes(*subnet.dns_servers)))
+            opts += self._lease_opts[id(subnet)]
+        opts += self._static[id(subnet)]
         if host is not None:
             opts.append((P.OPT_HOSTNAME, host.hostname.encode()))
-        opts.append((P.OPT_DOMAIN, self.cfg.domain.encode()))
-        opts.append((P.OPT_BROADCAST, subnet.network.broadcast_address.packed))
+        opts += self._tail[id(subnet)]
         choice = boot.choose(pkt, self.cfg)
         if choice is not None:
             self._boot(reply, choice)
