@@ -72,6 +72,15 @@ def wait_udp(lab: Lab, ns: str, port: int, proc: subprocess.Popen, timeout: floa
     raise RuntimeError("server did not start listening")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Ours:
     name = "si"
 
@@ -167,12 +176,7 @@ def one_step(lab: Lab, srv: str, gen: str, server, rate: int, seconds: float) ->
         return {"rate": rate, "acks_per_s": round(acks / seconds, 1), "drops_pct": round(drops, 2),
                 "acks": acks, "stored": stored}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -186,12 +190,7 @@ def burst(lab: Lab, srv: str, gen: str, server, n: int = 1000) -> dict:
         answered, seconds = out.stdout.split()[-2:]
         return {"answered": int(answered), "seconds": round(float(seconds), 3)}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

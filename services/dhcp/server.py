@@ -19,25 +19,11 @@ from .hosts import HostDirectory
 from .leases import Journal, LeaseBook, LeaseWriter
 from .policy import PROXY_PORT, Arrival, Decision, Policy
 from .probe import PROBE_MAC, RogueServer, probe
+from .sockets import bound_udp
 
 BATCH = 256                 # datagrams handled per wake-up at most
 REPROBE_SECONDS = 300.0
 NOTIFY_SECONDS = 1.0        # at most one "leases changed" notification per second
-
-
-def open_socket(interface: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind(("0.0.0.0", port))
-    except OSError:
-        s.close()
-        raise
-    s.setblocking(False)
-    return s
 
 
 class DhcpService(Service):
@@ -78,7 +64,7 @@ class DhcpService(Service):
         ports = [cfg.dhcp.port] + ([PROXY_PORT] if cfg.dhcp.mode == "proxy" else [])
         try:
             for port in ports:
-                sock = open_socket(cfg.interface, port)
+                sock = bound_udp(cfg.interface, port, rcvbuf=4 << 20)
                 self.sockets[port] = sock
                 loop.add_reader(sock.fileno(), self._readable, sock, port)
             self.log.info("serving DHCP (%s mode) on %s ports %s, %d leases loaded",
