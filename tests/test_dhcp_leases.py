@@ -8,6 +8,7 @@ from ipaddress import IPv4Address as IP
 from appliance.config import parse
 from appliance.store import Store
 from appliance.store.records import Host, Lease
+from services.dhcp import hosts as hosts_mod
 from services.dhcp.hosts import HostDirectory
 from services.dhcp.leases import Binding, LeaseBook, LeaseWriter
 
@@ -60,7 +61,8 @@ def test_writer_group_commits_and_calls_back_on_the_loop(tmp_path):
     assert len(store.leases()) == 200
 
 
-def test_host_directory_sees_changes_from_other_connections(tmp_path):
+def test_host_directory_sees_changes_from_other_connections(tmp_path, monkeypatch):
+    monkeypatch.setattr(hosts_mod, "RECHECK_SECONDS", 0.0)
     mine = Store(tmp_path / "db")
     other = Store(tmp_path / "db")
     hosts = HostDirectory(mine)
@@ -73,3 +75,15 @@ def test_host_directory_sees_changes_from_other_connections(tmp_path):
     other.delete_host("n1")
     hosts.refresh()
     assert hosts.host_by_mac("52:54:00:00:00:01") is None
+
+
+def test_host_directory_rechecks_at_most_once_a_second(tmp_path):
+    mine, other = Store(tmp_path / "db"), Store(tmp_path / "db")
+    hosts = HostDirectory(mine)
+    hosts.refresh()
+    other.upsert_host(Host("n2", mac="52:54:00:00:00:02"))
+    hosts.refresh()
+    assert hosts.host_by_mac("52:54:00:00:00:02") is None      # not yet: at most 1 s stale
+    hosts.invalidate()                                          # this process changed hosts
+    hosts.refresh()
+    assert hosts.host_by_mac("52:54:00:00:00:02").hostname == "n2"

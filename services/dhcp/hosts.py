@@ -7,8 +7,12 @@ too, or when this process says hosts changed (Context.changed("hosts")).
 """
 from __future__ import annotations
 
+import time
+
 from appliance.store import Store
 from appliance.store.records import Host
+
+RECHECK_SECONDS = 1.0     # how stale a change made by another process may be
 
 
 class HostDirectory:
@@ -18,12 +22,17 @@ class HostDirectory:
         self.by_ip: dict[str, Host] = {}
         self._version: tuple | None = None
         self._dirty = True
+        self._checked = 0.0
 
     def invalidate(self) -> None:
         self._dirty = True
 
     def refresh(self) -> None:
         """Call once per batch of packets: cheap unless the database changed."""
+        now = time.monotonic()
+        if not self._dirty and now - self._checked < RECHECK_SECONDS:
+            return
+        self._checked = now
         version = tuple(self.store.query("SELECT count(*), max(updated) FROM hosts")[0])
         if not self._dirty and version == self._version:
             return

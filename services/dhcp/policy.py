@@ -67,6 +67,7 @@ class Policy:
         self.server_port = cfg.dhcp.port
         self.client_port = 68 if cfg.dhcp.port == 67 else cfg.dhcp.port + 1
         self.hint = cfg.hint_address.packed
+        self._subnet_cache: dict[IPv4Address, SubnetConfig | None] = {}
         # Per-subnet option bytes, built once instead of on every reply.
         self._static: dict[int, list[tuple[int, bytes]]] = {}
         self._lease_opts: dict[int, list[tuple[int, bytes]]] = {}
@@ -241,10 +242,19 @@ class Policy:
     # --- helpers -------------------------------------------------------------
     def _subnet(self, pkt: P.Packet) -> SubnetConfig | None:
         if pkt.giaddr != _ZERO:
-            return self.cfg.subnet_for(pkt.giaddr)
+            return self._subnet_of(pkt.giaddr)
         if pkt.ciaddr != _ZERO and pkt.message_type in (P.REQUEST, P.INFORM, P.RELEASE):
-            return self.cfg.subnet_for(pkt.ciaddr)
+            return self._subnet_of(pkt.ciaddr)
         return self.home
+
+    def _subnet_of(self, ip: IPv4Address) -> SubnetConfig | None:
+        try:
+            return self._subnet_cache[ip]
+        except KeyError:
+            if len(self._subnet_cache) > 65536:
+                self._subnet_cache.clear()
+            found = self._subnet_cache[ip] = self.cfg.subnet_for(ip)
+            return found
 
     @staticmethod
     def _in_pool(subnet: SubnetConfig, ip: IPv4Address) -> bool:
