@@ -54,6 +54,7 @@ port = 8080
 {extra}
 """)
         self.proc: subprocess.Popen | None = None
+        self.logf = None
         self.log = state / "si.log"
 
     def store(self) -> Store:
@@ -93,6 +94,7 @@ port = 8080
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.logf.close()
+        if self.logf:
+            self.logf.close()
 
 

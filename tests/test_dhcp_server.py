@@ -219,3 +219,56 @@ def test_kill_9_under_load_loses_no_acked_lease(lab, appliance, tmp_path):
         assert got["replies"][0]["yiaddr"] == ip     # the restarted server knows the lease
     finally:
         lab.run(cli, "ip", "addr", "flush", "dev", "eth0")
+
+
+REPROBE = r'''
+import asyncio, json, sys, subprocess, time
+from pathlib import Path
+from appliance.config import load
+from appliance.service import Context
+from appliance.store import Store
+from services.dhcp.server import DhcpService
+
+async def main():
+    cfg = load(Path(sys.argv[1]))
+    service = DhcpService(Context(cfg, Store(cfg.db_path)))
+    service.reprobe_seconds = 1.0
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.serve(ready.set))
+    await asyncio.wait_for(ready.wait(), 20)
+    before = service.health().ok
+    open(sys.argv[2], "w").write("serving")          # the test now starts the rogue
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if not service.health().ok:
+            break
+    health = service.health()
+    task.cancel()
+    print(json.dumps({"before": before, "after": health.ok, "detail": health.detail,
+                      "events": [e["kind"] for e in service.ctx.store.events()]}))
+
+asyncio.run(main())
+'''
+
+
+def test_reprobe_raises_alarm_when_a_rogue_appears(lab, appliance, tmp_path):
+    a = appliance(dhcp={"probe_seconds": 0.5})
+    flag = tmp_path / "serving"
+    proc = lab.popen(lab.names["srv"], PY, "-c", REPROBE, str(a.config), str(flag),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(HERE.parent))
+    deadline = time.time() + 30
+    while not flag.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    rogue = lab.popen(lab.names["rogue"], "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+                      "--bind-interfaces", "--no-ping", "--dhcp-range=10.77.0.20,10.77.0.30,1h",
+                      f"--dhcp-leasefile={tmp_path}/rogue.leases", f"--pid-file={tmp_path}/rogue.pid",
+                      "--conf-file=/dev/null", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        rogue.terminate()
+        rogue.wait(5)
+    result = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else pytest.fail(err.decode()[-2000:])
+    assert result["before"] is True and result["after"] is False
+    assert "another DHCP server answers: 10.77.0.3" in result["detail"]
+    assert "rogue-server" in result["events"]

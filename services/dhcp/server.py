@@ -28,6 +28,7 @@ NOTIFY_SECONDS = 1.0        # at most one "leases changed" notification per seco
 
 class DhcpService(Service):
     name = "dhcp"
+    reprobe_seconds = REPROBE_SECONDS
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
@@ -71,7 +72,7 @@ class DhcpService(Service):
                           cfg.dhcp.mode, cfg.interface, ports, loaded)
             ready()
             while True:
-                await asyncio.sleep(REPROBE_SECONDS)
+                await asyncio.sleep(self.reprobe_seconds)
                 if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
                     await self._reprobe()
         finally:
