@@ -4,7 +4,8 @@
 perfdhcp (package kea-admin) runs in its own namespace and acts as a relay
 (giaddr inside the served subnet). For each server and each offered rate, a
 fresh server with a large pool gets `--seconds` of load; the highest rate it
-sustains with at most 2.5% drops (DISCOVER-OFFER and REQUEST-ACK) is its
+sustains with at most 2.5% drops (DISCOVER-OFFER and REQUEST-ACK, replies
+awaited 1 s after the run, perfdhcp -W) is its
 number, reported as ACKs per second. Then a burst of 1000 PXE DISCOVERs
 (options 93/60) is timed until every one is answered. JSON is the last line.
 
@@ -165,7 +166,7 @@ def one_step(lab: Lab, srv: str, gen: str, server, rate: int, seconds: float) ->
     try:
         wait_udp(lab, srv, 67, proc)
         time.sleep(0.3)
-        out = lab.run(gen, "perfdhcp", "-4", "-r", str(rate), "-R", str(CLIENTS), "-p", str(seconds),
+        out = lab.run(gen, "perfdhcp", "-4", "-r", str(rate), "-R", str(CLIENTS), "-p", str(seconds), "-W", "1000000",
                       "-l", "eth0", SERVER, check=False, timeout=seconds + 60)
         stats = perfdhcp_stats(out.stdout)
         do, ra = stats["DISCOVER-OFFER"], stats["REQUEST-ACK"]
