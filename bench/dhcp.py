@@ -198,7 +198,8 @@ def burst(lab: Lab, srv: str, gen: str, server, n: int = 1000) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=int, default=4)
-    p.add_argument("--rates", default="250,500,1000,1500,2000,3000,4000,5000,6500,8000")
+    p.add_argument("--rates", default="250,315,400,500,630,800,1000,1250,1600,2000,2500,3150,4000,5000,6300,8000",
+                   help="offered rates to step through (each failing step is retried once: shared machines are noisy)")
     p.add_argument("--servers", default="si,kea,dnsmasq")
     args = p.parse_args()
     for tool in ("perfdhcp", "kea-dhcp4", "dnsmasq"):
@@ -214,10 +215,13 @@ def main() -> None:
             server = servers[name]
             best, steps = 0.0, []
             for rate in rates:
-                step = one_step(lab, srv, gen, server, rate, args.seconds)
-                steps.append(step)
-                print(f"{name:8} rate {rate:6}: {step['acks_per_s']:8.1f} ACK/s, drops {step['drops_pct']:6.2f}%"
-                      + (f", stored {step['stored']}" if name == "si" else ""), file=sys.stderr, flush=True)
+                for attempt in range(2):
+                    step = one_step(lab, srv, gen, server, rate, args.seconds)
+                    steps.append(step)
+                    print(f"{name:8} rate {rate:6}: {step['acks_per_s']:8.1f} ACK/s, drops {step['drops_pct']:6.2f}%"
+                          + (f", stored {step['stored']}" if name == "si" else ""), file=sys.stderr, flush=True)
+                    if step["drops_pct"] <= MAX_DROPS:
+                        break
                 if step["drops_pct"] > MAX_DROPS:
                     break
                 best = max(best, step["acks_per_s"])
