@@ -65,9 +65,10 @@ _LENGTH_RULES = {
 }
 
 _ZERO = IPv4Address(0)
+_ZERO_BYTES = bytes(4)
 
 
-@dataclass
+@dataclass(slots=True)
 class Packet:
     op: int = BOOTREQUEST
     xid: int = 0
@@ -83,20 +84,28 @@ class Packet:
     sname: bytes = b""
     file: bytes = b""
     options: list[tuple[int, bytes]] = field(default_factory=list)
+    # code -> value for decoded packets (codes are unique after decoding); None
+    # once anything may have changed. Treat a decoded request as read-only.
+    index: dict[int, bytes] | None = field(default=None, repr=False, compare=False)
 
     # --- option access ---------------------------------------------------
     def get(self, code: int) -> bytes | None:
         """The value of an option (concatenated if it was split), or None."""
+        if self.index is not None:
+            return self.index.get(code)
         found = [v for c, v in self.options if c == code]
         if not found:
             return None
         return found[0] if len(found) == 1 else b"".join(found)
 
     def has(self, code: int) -> bool:
+        if self.index is not None:
+            return code in self.index
         return any(c == code for c, _ in self.options)
 
     def set(self, code: int, value: bytes) -> None:
         """Replace an option, keeping its place, or append it."""
+        self.index = None
         for i, (c, _) in enumerate(self.options):
             if c == code:
                 self.options[i] = (code, value)
@@ -244,9 +253,14 @@ def decode(data: bytes) -> Packet:
         raise PacketError(f"unknown message type {mtype}")
 
     return Packet(op=op, xid=xid, chaddr=chaddr[:hlen], htype=htype, hops=hops, secs=secs,
-                  flags=flags, ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr),
-                  siaddr=IPv4Address(siaddr), giaddr=IPv4Address(giaddr),
-                  sname=sname.rstrip(b"\0"), file=file.rstrip(b"\0"), options=options)
+                  flags=flags, ciaddr=_addr(ciaddr), yiaddr=_addr(yiaddr),
+                  siaddr=_addr(siaddr), giaddr=_addr(giaddr),
+                  sname=sname.rstrip(b"\0"), file=file.rstrip(b"\0"), options=options,
+                  index=dict(options))
+
+
+def _addr(raw: bytes) -> IPv4Address:
+    return _ZERO if raw == _ZERO_BYTES else IPv4Address(raw)
 
 
 # --- encoding ---------------------------------------------------------------

@@ -68,6 +68,7 @@ class Policy:
         self.client_port = 68 if cfg.dhcp.port == 67 else cfg.dhcp.port + 1
         self.hint = cfg.hint_address.packed
         self._subnet_cache: dict[IPv4Address, SubnetConfig | None] = {}
+        self._pool_ranges = {id(s): [(int(p.first), int(p.last)) for p in s.pools] for s in cfg.subnets}
         # Per-subnet option bytes, built once instead of on every reply.
         self._static: dict[int, list[tuple[int, bytes]]] = {}
         self._lease_opts: dict[int, list[tuple[int, bytes]]] = {}
@@ -256,9 +257,9 @@ class Policy:
             found = self._subnet_cache[ip] = self.cfg.subnet_for(ip)
             return found
 
-    @staticmethod
-    def _in_pool(subnet: SubnetConfig, ip: IPv4Address) -> bool:
-        return any(ip in pool for pool in subnet.pools)
+    def _in_pool(self, subnet: SubnetConfig, ip: IPv4Address) -> bool:
+        n = int(ip)
+        return any(first <= n <= last for first, last in self._pool_ranges[id(subnet)])
 
     @staticmethod
     def _reservation(host: Host | None, subnet: SubnetConfig) -> IPv4Address | None:
