@@ -198,7 +198,7 @@ def burst(lab: Lab, srv: str, gen: str, server, n: int = 1000) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=int, default=4)
-    p.add_argument("--rates", default="250,315,400,500,630,800,1000,1250,1600,2000,2500,3150,4000,5000,6300,8000",
+    p.add_argument("--rates", default="100,160,250,315,400,500,630,800,1000,1250,1600,2000,2500,3150,4000,5000,6300,8000",
                    help="offered rates to step through (each failing step is retried once: shared machines are noisy)")
     p.add_argument("--servers", default="si,kea,dnsmasq")
     args = p.parse_args()
