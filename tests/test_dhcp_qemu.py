@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +13,21 @@ from appliance.lab.netns import Lab
 from dhcp_lab import Appliance
 
 
-def test_qemu_ipxe_rom_gets_address_and_script(tmp_path):
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
+
+
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_qemu_ipxe_rom_gets_address_and_script(tmp_path, firmware):
     if not shutil.which("qemu-system-x86_64"):
         pytest.fail("qemu-system-x86_64 (package qemu-system-x86, with ipxe-qemu) is needed")
+    if firmware == "bios":
+        machine = ["-boot", "n", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]
+    else:
+        if not OVMF_CODE.exists():
+            pytest.fail(f"{OVMF_CODE} (package ovmf) is needed for the UEFI case")
+        machine = ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                   "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,"
+                              "romfile=/usr/lib/ipxe/qemu/efi-virtio.rom"]
     with Lab() as lab:
         sw = lab.namespace("qsw")
         lab.bridge(sw, "br0")
@@ -25,11 +38,10 @@ def test_qemu_ipxe_rom_gets_address_and_script(tmp_path):
         appliance = Appliance(lab, tmp_path / "state").start()
         console = tmp_path / "console.txt"
         with open(console, "wb") as out:
-            lab.popen(sw, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-boot", "n",
-                      "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                      "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+            lab.popen(sw, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic",
+                      "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no", *machine,
                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            deadline = time.time() + 90
+            deadline = time.time() + 120
             text = ""
             while time.time() < deadline:
                 text = console.read_bytes().decode("latin-1")
