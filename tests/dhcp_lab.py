@@ -16,17 +16,11 @@ HERE = Path(__file__).parent
 PY = sys.executable
 
 
-class Appliance:
-    """`si up` with DHCP (and HTTP for /api/health) in the server namespace."""
-
-    def __init__(self, lab: Lab, state: Path, dhcp: dict | None = None, extra: str = "") -> None:
-        self.lab, self.state = lab, state
-        state.mkdir(parents=True, exist_ok=True)
-        self.config = state / "appliance.toml"
-        dhcp = {"probe_seconds": 0.5, **(dhcp or {})}
-        dhcp_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in dhcp.items())
-        self.config.write_text(f"""
-interface = "eth0"
+def lab_config(state: Path, *, interface: str = "eth0", dhcp: dict | None = None, extra: str = "") -> str:
+    """The appliance config DHCP tests use: two subnets (one reached through a relay)."""
+    dhcp_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (dhcp or {}).items())
+    return f"""
+interface = "{interface}"
 address = "10.77.0.1"
 domain = "lab.example"
 state_dir = "{state}"
@@ -52,7 +46,17 @@ gateway = "10.88.0.1"
 [http]
 port = 8080
 {extra}
-""")
+"""
+
+
+class Appliance:
+    """`si up` with DHCP (and HTTP for /api/health) in the server namespace."""
+
+    def __init__(self, lab: Lab, state: Path, dhcp: dict | None = None, extra: str = "") -> None:
+        self.lab, self.state = lab, state
+        state.mkdir(parents=True, exist_ok=True)
+        self.config = state / "appliance.toml"
+        self.config.write_text(lab_config(state, dhcp={"probe_seconds": 0.5, **(dhcp or {})}, extra=extra))
         self.proc: subprocess.Popen | None = None
         self.logf = None
         self.log = state / "si.log"
