@@ -2,9 +2,10 @@
 
 LeaseBook is the in-memory view the policy consults (O(1) lookups by MAC and
 by address, O(1) amortised allocation: a per-pool cursor over never-used
-addresses, then a free list, then a heap of expiries). Journal is the durable
-side: bindings the policy made are queued and written to the store in one
-transaction (group commit) before any ACK that depends on them is sent.
+addresses, then a free list, then a heap of expiries). LeaseWriter is the
+durable side: bindings the policy made are written to the store by a thread,
+many per transaction (group commit), and an ACK that depends on them is sent
+only once its commit returned. Journal does the same inline (no thread).
 """
 from __future__ import annotations
 
