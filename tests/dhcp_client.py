@@ -22,7 +22,7 @@ from scapy.config import conf
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
-from scapy.sendrecv import sendp, srp1, sniff  # noqa: F401
+from scapy.sendrecv import sendp, sniff, srp1
 
 conf.checkIPaddr = False
 conf.verb = 0

@@ -12,33 +12,14 @@ from appliance.cli import main
 from appliance.lab.netns import Lab
 from appliance.store import Store
 from appliance.store.records import Host, Lease
-
-CONFIG = """
-interface = "eth1"
-address = "10.77.0.1"
-domain = "lab.example"
-state_dir = "{state}"
-[[subnet]]
-network = "10.77.0.0/24"
-pools = ["10.77.0.100-10.77.0.199"]
-gateway = "10.77.0.1"
-dns_servers = ["10.77.0.1"]
-lease_time = 600
-[[subnet]]
-network = "10.88.0.0/24"
-pools = ["10.88.0.50-10.88.0.60"]
-gateway = "10.88.0.1"
-[dhcp]
-loader = "{loader}"
-site_option = 231
-"""
-
+from dhcp_lab import lab_config
 
 @pytest.fixture
 def site(tmp_path):
     def make(loader="ipxe"):
         cfg = tmp_path / "appliance.toml"
-        cfg.write_text(CONFIG.format(state=tmp_path / "state", loader=loader))
+        cfg.write_text(lab_config(tmp_path / "state", interface="eth1",
+                                  dhcp={"loader": loader, "site_option": 231}))
         store = Store(tmp_path / "state" / "appliance.db")
         return cfg, store
     return make
@@ -90,7 +71,7 @@ def test_mkdhcpserver_isc_passes_dhcpd_t(site, tmp_path, loader):
     check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "fixed-address 10.77.0.7;" in text and "hardware ethernet 52:54:00:00:00:08;" in text
-    assert "range 10.88.0.50 10.88.0.60;" in text and "si-site-hint code 231" in text
+    assert "range 10.88.0.50 10.88.0.99;" in text and "si-site-hint code 231" in text
     assert "nomac" not in text
     if loader == "ipxe":
         assert 'filename "http://10.77.0.1:8080/boot/ipxe/01-${netX/mac:hexhyp}.ipxe";' in text
@@ -124,7 +105,7 @@ def test_mkdhcpserver_kea_passes_kea_t(site, tmp_path):
     assert {r["hostname"] for r in first["reservations"]} == {"node07", "node08"}
     assert second["reservations"] == [{"hw-address": "52:54:00:00:88:05", "hostname": "far05",
                                        "ip-address": "10.88.0.5"}]
-    assert first["pools"] == [{"pool": "10.77.0.100 - 10.77.0.199"}]
+    assert first["pools"] == [{"pool": "10.77.0.100 - 10.77.0.250"}]
     # kea-dhcp4 -t insists the interface exists: check inside a namespace that has one.
     with Lab() as lab:
         ns = lab.namespace("kea")

@@ -2,40 +2,36 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
-from scapy.packet import Raw
 
 from dhcp_wire import MAGIC, opt, wire
 from services.dhcp import packet as P
 
 MAC = bytes.fromhex("525400aabbcc")
 
-# A DISCOVER shaped like the one QEMU's iPXE ROM sends (SeaBIOS, virtio-net).
+# A DISCOVER captured from QEMU's iPXE ROM (SeaBIOS, virtio-net, MAC 52:54:00:12:34:56).
 GOLDEN_IPXE_DISCOVER = bytes.fromhex(
-    "0101060012345678000080000000000000000000000000000000000052540012345600000000000000000000"
-    + "00" * 192 + "63825363"
-    "350101"                                  # DISCOVER
-    "390205c0"                                # max size 1472
-    "5d020000"                                # arch 0 (BIOS)
-    "5e03010210"                              # NDI UNDI 2.16
-    "3c20" + b"PXEClient:Arch:00000:UNDI:002001".hex() +
-    "4d0469505845"                            # user class iPXE
-    "370f0102030406070c0f111a2b3c4277af"      # parameter request list
-    "ff")
+    (Path(__file__).parent / "data" / "dhcp-ipxe-bios-discover.hex").read_text().strip())
 
 
 def test_golden_ipxe_discover_decodes():
     pkt = P.decode(GOLDEN_IPXE_DISCOVER)
-    assert pkt.op == P.BOOTREQUEST and pkt.xid == 0x12345678 and pkt.broadcast
+    assert len(GOLDEN_IPXE_DISCOVER) == 400
+    assert pkt.op == P.BOOTREQUEST and pkt.xid == 3485963363
     assert pkt.mac == "52:54:00:12:34:56"
     assert pkt.message_type == P.DISCOVER
     assert pkt.max_size == 1472
     assert pkt.client_arches == (0,)
     assert pkt.get(P.OPT_USER_CLASS) == b"iPXE"
-    assert [c for c, _ in pkt.options] == [53, 57, 93, 94, 60, 77, 55]
+    assert pkt.get(P.OPT_VENDOR_CLASS) == b"PXEClient:Arch:00000:UNDI:002001"
+    assert [c for c, _ in pkt.options] == [53, 57, 93, 94, 60, 77, 55, 175, 61, 97]
+    # Ours and scapy's reading agree on every option.
+    theirs = [o for o in BOOTP(GOLDEN_IPXE_DISCOVER)[DHCP].options if isinstance(o, tuple)]
+    assert len(theirs) == len(pkt.options)
 
 
 def test_golden_reply_bytes():

@@ -12,18 +12,16 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from appliance.lab.netns import Lab
-from appliance.store import Store
 from appliance.store.records import Host
+from dhcp_lab import PY, Appliance
 
 HERE = Path(__file__).parent
-PY = sys.executable
 CLIENT = str(HERE / "dhcp_client.py")
 IPXE_BIOS = ["--opt", "93:0000", "--opt", "60:" + b"PXEClient:Arch:00000:UNDI:002001".hex(),
              "--opt", "77:" + b"iPXE".hex()]
@@ -44,86 +42,6 @@ def lab():
         lab.run(srv, "ip", "route", "add", "10.88.0.0/24", "via", "10.77.0.2")
         lab.names = {"sw": sw, "srv": srv, "cli": cli, "rogue": rogue}
         yield lab
-
-
-class Appliance:
-    """`si up` with DHCP (and HTTP for /api/health) in the server namespace."""
-
-    def __init__(self, lab: Lab, state: Path, dhcp: dict | None = None, extra: str = "") -> None:
-        self.lab, self.state = lab, state
-        state.mkdir(parents=True, exist_ok=True)
-        self.config = state / "appliance.toml"
-        dhcp = {"probe_seconds": 0.5, **(dhcp or {})}
-        dhcp_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in dhcp.items())
-        self.config.write_text(f"""
-interface = "eth0"
-address = "10.77.0.1"
-domain = "lab.example"
-state_dir = "{state}"
-log_dir = "{state}/log"
-[services]
-dhcp = true
-http = true
-tftp = false
-dns = false
-rsyncd = false
-[[subnet]]
-network = "10.77.0.0/24"
-pools = ["10.77.0.100-10.77.0.250"]
-gateway = "10.77.0.1"
-dns_servers = ["10.77.0.1"]
-lease_time = 600
-[[subnet]]
-network = "10.88.0.0/24"
-pools = ["10.88.0.50-10.88.0.99"]
-gateway = "10.88.0.1"
-[dhcp]
-{dhcp_lines}
-[http]
-port = 8080
-{extra}
-""")
-        self.proc: subprocess.Popen | None = None
-        self.log = state / "si.log"
-
-    def store(self) -> Store:
-        return Store(self.state / "appliance.db")
-
-    def start(self, wait: bool = True) -> "Appliance":
-        self.logf = open(self.log, "ab")
-        self.proc = self.lab.popen(self.lab.names["srv"], PY, "-m", "appliance.cli", "up",
-                                   "--config", str(self.config), stdout=self.logf, stderr=subprocess.STDOUT,
-                                   cwd=str(HERE.parent))
-        if wait:
-            self.wait_port(67)
-        return self
-
-    def wait_port(self, port: int, timeout: float = 20) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            out = self.lab.run(self.lab.names["srv"], "ss", "-Hlun", f"sport = :{port}").stdout
-            if out.strip():
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        pytest.fail(f"DHCP never listened on {port}; log:\n{self.log.read_text()[-3000:]}")
-
-    def health(self) -> dict:
-        out = self.lab.run(self.lab.names["srv"], "curl", "-s", "http://127.0.0.1:8080/api/health",
-                           check=False).stdout
-        status = json.loads(out)
-        return next(s for s in status["services"] if s["name"] == "dhcp")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.logf.close()
 
 
 @pytest.fixture
@@ -301,3 +219,56 @@ def test_kill_9_under_load_loses_no_acked_lease(lab, appliance, tmp_path):
         assert got["replies"][0]["yiaddr"] == ip     # the restarted server knows the lease
     finally:
         lab.run(cli, "ip", "addr", "flush", "dev", "eth0")
+
+
+REPROBE = r'''
+import asyncio, json, sys, subprocess, time
+from pathlib import Path
+from appliance.config import load
+from appliance.service import Context
+from appliance.store import Store
+from services.dhcp.server import DhcpService
+
+async def main():
+    cfg = load(Path(sys.argv[1]))
+    service = DhcpService(Context(cfg, Store(cfg.db_path)))
+    service.reprobe_seconds = 1.0
+    ready = asyncio.Event()
+    task = asyncio.create_task(service.serve(ready.set))
+    await asyncio.wait_for(ready.wait(), 20)
+    before = service.health().ok
+    open(sys.argv[2], "w").write("serving")          # the test now starts the rogue
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if not service.health().ok:
+            break
+    health = service.health()
+    task.cancel()
+    print(json.dumps({"before": before, "after": health.ok, "detail": health.detail,
+                      "events": [e["kind"] for e in service.ctx.store.events()]}))
+
+asyncio.run(main())
+'''
+
+
+def test_reprobe_raises_alarm_when_a_rogue_appears(lab, appliance, tmp_path):
+    a = appliance(dhcp={"probe_seconds": 0.5})
+    flag = tmp_path / "serving"
+    proc = lab.popen(lab.names["srv"], PY, "-c", REPROBE, str(a.config), str(flag),
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(HERE.parent))
+    deadline = time.time() + 30
+    while not flag.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    rogue = lab.popen(lab.names["rogue"], "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
+                      "--bind-interfaces", "--no-ping", "--dhcp-range=10.77.0.20,10.77.0.30,1h",
+                      f"--dhcp-leasefile={tmp_path}/rogue.leases", f"--pid-file={tmp_path}/rogue.pid",
+                      "--conf-file=/dev/null", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        rogue.terminate()
+        rogue.wait(5)
+    result = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else pytest.fail(err.decode()[-2000:])
+    assert result["before"] is True and result["after"] is False
+    assert "another DHCP server answers: 10.77.0.3" in result["detail"]
+    assert "rogue-server" in result["events"]

@@ -2,13 +2,17 @@
 
 LeaseBook is the in-memory view the policy consults (O(1) lookups by MAC and
 by address, O(1) amortised allocation: a per-pool cursor over never-used
-addresses, then a free list, then a heap of expiries). Journal is the durable
-side: bindings the policy made are queued and written to the store in one
-transaction (group commit) before any ACK that depends on them is sent.
+addresses, then a free list, then a heap of expiries). LeaseWriter is the
+durable side: bindings the policy made are written to the store by a thread,
+many per transaction (group commit), and an ACK that depends on them is sent
+only once its commit returned. Journal does the same inline (no thread).
 """
 from __future__ import annotations
 
 import heapq
+import logging
+import queue
+import threading
 from collections import deque
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -203,3 +207,74 @@ class Journal:
         self.commits += 1
         self.written += len(batch)
         return len(batch)
+
+
+class LeaseWriter:
+    """Group commit off the event loop: a thread with its own connection.
+
+    submit() queues bindings with a callback; the thread takes everything
+    queued so far, writes it in one transaction, then hands each callback
+    (ok=True/False) back to the event loop. While one commit runs (WAL
+    checkpoints can fsync), the next batch gathers, and the loop keeps
+    answering DISCOVERs. Nothing waiting on a lease is sent before its commit.
+    """
+
+    def __init__(self, path, loop, *, durable: bool = False) -> None:
+        self.path = path
+        self.loop = loop
+        self.durable = durable
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.commits = 0
+        self.written = 0
+        self.failures = 0
+        self.log = logging.getLogger("si.dhcp.leases")
+        self.thread = threading.Thread(target=self._run, name="dhcp-lease-writer", daemon=True)
+        self.thread.start()
+
+    def submit(self, bindings: list[Binding], done) -> None:
+        self.queue.put(([b.as_lease() for b in bindings], done))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        store = Store(self.path, durable=self.durable)
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                stop = False
+                while True:             # everything queued meanwhile joins this commit
+                    try:
+                        more = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                leases: dict[str, Lease] = {}
+                for rows, _ in batch:
+                    for lease in rows:
+                        leases[lease.mac] = lease
+                ok = True
+                try:
+                    store.save_leases(leases.values())
+                    self.commits += 1
+                    self.written += len(leases)
+                except Exception:
+                    ok = False
+                    self.failures += 1
+                    self.log.exception("could not store %d leases; their ACKs are held back", len(leases))
+                for _, done in batch:
+                    try:
+                        self.loop.call_soon_threadsafe(done, ok)
+                    except RuntimeError:      # the loop is gone: we are shutting down
+                        pass
+                if stop:
+                    return
+        finally:
+            store.close()

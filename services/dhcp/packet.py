@@ -65,9 +65,10 @@ _LENGTH_RULES = {
 }
 
 _ZERO = IPv4Address(0)
+_ZERO_BYTES = bytes(4)
 
 
-@dataclass
+@dataclass(slots=True)
 class Packet:
     op: int = BOOTREQUEST
     xid: int = 0
@@ -83,20 +84,28 @@ class Packet:
     sname: bytes = b""
     file: bytes = b""
     options: list[tuple[int, bytes]] = field(default_factory=list)
+    # code -> value for decoded packets (codes are unique after decoding); None
+    # once anything may have changed. Treat a decoded request as read-only.
+    index: dict[int, bytes] | None = field(default=None, repr=False, compare=False)
 
     # --- option access ---------------------------------------------------
     def get(self, code: int) -> bytes | None:
         """The value of an option (concatenated if it was split), or None."""
+        if self.index is not None:
+            return self.index.get(code)
         found = [v for c, v in self.options if c == code]
         if not found:
             return None
         return found[0] if len(found) == 1 else b"".join(found)
 
     def has(self, code: int) -> bool:
+        if self.index is not None:
+            return code in self.index
         return any(c == code for c, _ in self.options)
 
     def set(self, code: int, value: bytes) -> None:
         """Replace an option, keeping its place, or append it."""
+        self.index = None
         for i, (c, _) in enumerate(self.options):
             if c == code:
                 self.options[i] = (code, value)
@@ -111,7 +120,7 @@ class Packet:
 
     @property
     def mac(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.chaddr[:6])
+        return self.chaddr[:6].hex(":")
 
     @property
     def broadcast(self) -> bool:
@@ -244,24 +253,33 @@ def decode(data: bytes) -> Packet:
         raise PacketError(f"unknown message type {mtype}")
 
     return Packet(op=op, xid=xid, chaddr=chaddr[:hlen], htype=htype, hops=hops, secs=secs,
-                  flags=flags, ciaddr=IPv4Address(ciaddr), yiaddr=IPv4Address(yiaddr),
-                  siaddr=IPv4Address(siaddr), giaddr=IPv4Address(giaddr),
-                  sname=sname.rstrip(b"\0"), file=file.rstrip(b"\0"), options=options)
+                  flags=flags, ciaddr=_addr(ciaddr), yiaddr=_addr(yiaddr),
+                  siaddr=_addr(siaddr), giaddr=_addr(giaddr),
+                  sname=sname.rstrip(b"\0"), file=file.rstrip(b"\0"), options=options,
+                  index=dict(options))
+
+
+def _addr(raw: bytes) -> IPv4Address:
+    return _ZERO if raw == _ZERO_BYTES else IPv4Address(raw)
 
 
 # --- encoding ---------------------------------------------------------------
 
 def _encode_options(options: list[tuple[int, bytes]]) -> bytes:
-    out = bytearray()
+    parts = []
     for code, value in options:
         if not 1 <= code <= 254:
             raise PacketError(f"option code {code} cannot be encoded")
-        if not value:
-            out += bytes((code, 0))
-        for i in range(0, len(value), 255):   # RFC 3396: split long values
+        n = len(value)
+        if n <= 255:
+            parts.append(bytes((code, n)))
+            parts.append(value)
+            continue
+        for i in range(0, n, 255):   # RFC 3396: split long values
             chunk = value[i:i + 255]
-            out += bytes((code, len(chunk))) + chunk
-    return bytes(out)
+            parts.append(bytes((code, len(chunk))))
+            parts.append(chunk)
+    return b"".join(parts)
 
 
 def _field(value: bytes, size: int, name: str) -> bytes:

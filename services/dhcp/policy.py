@@ -25,6 +25,7 @@ _ZERO = IPv4Address(0)
 _BROADCAST = "255.255.255.255"
 # PXE vendor options (43): discovery control 8 = boot the file in this offer, no menus.
 _PXE_DISCOVERY_CONTROL = bytes((6, 1, 8, 255))
+_IPXE_NO_PXEDHCP = bytes((176, 1, 1))
 
 
 class Directory(Protocol):
@@ -66,6 +67,26 @@ class Policy:
         self.server_port = cfg.dhcp.port
         self.client_port = 68 if cfg.dhcp.port == 67 else cfg.dhcp.port + 1
         self.hint = cfg.hint_address.packed
+        self._subnet_cache: dict[IPv4Address, SubnetConfig | None] = {}
+        self._pool_ranges = {id(s): [(int(p.first), int(p.last)) for p in s.pools] for s in cfg.subnets}
+        # Per-subnet option bytes, built once instead of on every reply.
+        self._static: dict[int, list[tuple[int, bytes]]] = {}
+        self._lease_opts: dict[int, list[tuple[int, bytes]]] = {}
+        self._server_opt = (P.OPT_SERVER_ID, self.server_id.packed)
+        domain = cfg.domain.encode()
+        for s in cfg.subnets:
+            t = s.lease_time
+            self._lease_opts[id(s)] = [(P.OPT_LEASE_TIME, P.u32(t)), (P.OPT_T1, P.u32(t // 2)),
+                                       (P.OPT_T2, P.u32(t * 7 // 8))]
+            static = [(P.OPT_MASK, s.network.netmask.packed)]
+            if s.gateway is not None:
+                static.append((P.OPT_ROUTER, s.gateway.packed))
+            if s.dns_servers:
+                static.append((P.OPT_DNS, P.ip_bytes(*s.dns_servers)))
+            self._static[id(s)] = static
+        self._tail = {id(s): [(P.OPT_DOMAIN, domain),
+                              (P.OPT_BROADCAST, s.network.broadcast_address.packed)]
+                      for s in cfg.subnets}
 
     # --- entry point ---------------------------------------------------------
     def decide(self, arrival: Arrival, now: float | None = None) -> Decision:
@@ -222,14 +243,23 @@ class Policy:
     # --- helpers -------------------------------------------------------------
     def _subnet(self, pkt: P.Packet) -> SubnetConfig | None:
         if pkt.giaddr != _ZERO:
-            return self.cfg.subnet_for(pkt.giaddr)
+            return self._subnet_of(pkt.giaddr)
         if pkt.ciaddr != _ZERO and pkt.message_type in (P.REQUEST, P.INFORM, P.RELEASE):
-            return self.cfg.subnet_for(pkt.ciaddr)
+            return self._subnet_of(pkt.ciaddr)
         return self.home
 
-    @staticmethod
-    def _in_pool(subnet: SubnetConfig, ip: IPv4Address) -> bool:
-        return any(ip in pool for pool in subnet.pools)
+    def _subnet_of(self, ip: IPv4Address) -> SubnetConfig | None:
+        try:
+            return self._subnet_cache[ip]
+        except KeyError:
+            if len(self._subnet_cache) > 65536:
+                self._subnet_cache.clear()
+            found = self._subnet_cache[ip] = self.cfg.subnet_for(ip)
+            return found
+
+    def _in_pool(self, subnet: SubnetConfig, ip: IPv4Address) -> bool:
+        n = int(ip)
+        return any(first <= n <= last for first, last in self._pool_ranges[id(subnet)])
 
     @staticmethod
     def _reservation(host: Host | None, subnet: SubnetConfig) -> IPv4Address | None:
@@ -280,23 +310,20 @@ class Policy:
         reply.ciaddr = pkt.ciaddr if kind == P.ACK else _ZERO
         reply.siaddr = self.server_id
         opts = reply.options
-        opts.append((P.OPT_SERVER_ID, self.server_id.packed))
+        opts.append(self._server_opt)
         if lease:
-            t = subnet.lease_time
-            opts += [(P.OPT_LEASE_TIME, P.u32(t)), (P.OPT_T1, P.u32(t // 2)),
-                     (P.OPT_T2, P.u32(t * 7 // 8))]
-        opts.append((P.OPT_MASK, subnet.network.netmask.packed))
-        if subnet.gateway is not None:
-            opts.append((P.OPT_ROUTER, subnet.gateway.packed))
-        if subnet.dns_servers:
-            opts.append((P.OPT_DNS, P.ip_bytes(*subnet.dns_servers)))
+            opts += self._lease_opts[id(subnet)]
+        opts += self._static[id(subnet)]
         if host is not None:
             opts.append((P.OPT_HOSTNAME, host.hostname.encode()))
-        opts.append((P.OPT_DOMAIN, self.cfg.domain.encode()))
-        opts.append((P.OPT_BROADCAST, subnet.network.broadcast_address.packed))
+        opts += self._tail[id(subnet)]
         choice = boot.choose(pkt, self.cfg)
         if choice is not None:
             self._boot(reply, choice)
+            if boot.is_ipxe(pkt):
+                # iPXE option 175.176 (no-pxedhcp): everything is in this offer, so iPXE
+                # need not wait its 2 s for ProxyDHCP offers before requesting.
+                opts.append((P.OPT_IPXE_ENCAP, _IPXE_NO_PXEDHCP))
         self._hint(reply)
         return reply
 

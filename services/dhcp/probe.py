@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from . import packet as P
+from .sockets import bound_udp
 
 # Locally administered and recognisable, so our own server can ignore the probes.
 PROBE_MAC = bytes.fromhex("02005349ffff")
@@ -30,20 +30,6 @@ class Answer:
     offered: str
 
 
-def _socket(interface: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-        s.bind(("0.0.0.0", port))
-    except OSError:
-        s.close()
-        raise
-    s.setblocking(False)
-    return s
-
-
 def discover(xid: int) -> bytes:
     pkt = P.Packet(op=P.BOOTREQUEST, xid=xid, chaddr=PROBE_MAC, flags=P.FLAG_BROADCAST,
                    options=[(P.OPT_MSG_TYPE, bytes([P.DISCOVER])),
@@ -57,7 +43,7 @@ async def probe(interface: str, seconds: float, *, server_port: int = 67,
     """DISCOVER a few times over `seconds`; return who offered (never `ignore`)."""
     client_port = 68 if server_port == 67 else server_port + 1
     loop = asyncio.get_running_loop()
-    sock = _socket(interface, client_port)
+    sock = bound_udp(interface, client_port)
     xid = int.from_bytes(os.urandom(4), "big")
     found: dict[str, Answer] = {}
     try:

@@ -15,32 +15,20 @@ from collections import Counter
 from appliance.service import Endpoint, Health, Service
 
 from . import packet as P
-from .leases import Journal, LeaseBook
+from .hosts import HostDirectory
+from .leases import Journal, LeaseBook, LeaseWriter
 from .policy import PROXY_PORT, Arrival, Decision, Policy
 from .probe import PROBE_MAC, RogueServer, probe
+from .sockets import bound_udp
 
 BATCH = 256                 # datagrams handled per wake-up at most
 REPROBE_SECONDS = 300.0
 NOTIFY_SECONDS = 1.0        # at most one "leases changed" notification per second
 
 
-def open_socket(interface: str, port: int) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind(("0.0.0.0", port))
-    except OSError:
-        s.close()
-        raise
-    s.setblocking(False)
-    return s
-
-
 class DhcpService(Service):
     name = "dhcp"
+    reprobe_seconds = REPROBE_SECONDS
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
@@ -48,10 +36,13 @@ class DhcpService(Service):
         self.counters: Counter[str] = Counter()
         self.book = LeaseBook(self.cfg.subnets)
         self.journal = Journal(ctx.store)
-        self.policy = Policy(self.cfg, ctx.store, self.book)
+        self.hosts = HostDirectory(ctx.store)
+        self.policy = Policy(self.cfg, self.hosts, self.book)
+        ctx.subscribe("hosts", self.hosts.invalidate)
         self.sockets: dict[int, socket.socket] = {}
         self.alarm = ""
         self._notify_pending = False
+        self.writer: LeaseWriter | None = None
 
     # --- lifecycle -------------------------------------------------------------
     async def serve(self, ready) -> None:
@@ -65,20 +56,23 @@ class DhcpService(Service):
                     f"{', '.join(a.server for a in rogues)} (offered {rogues[0].offered}); "
                     "switch it off, use dhcp.mode = \"proxy\", or start with --force")
         self.book = LeaseBook(cfg.subnets)
-        self.policy = Policy(cfg, self.ctx.store, self.book)
+        self.policy = Policy(cfg, self.hosts, self.book)
+        self.hosts.invalidate()
         loaded = self.book.load(self.ctx.store.leases())
         loop = asyncio.get_running_loop()
+        if str(self.ctx.store.path) != ":memory:":
+            self.writer = LeaseWriter(self.ctx.store.path, loop)
         ports = [cfg.dhcp.port] + ([PROXY_PORT] if cfg.dhcp.mode == "proxy" else [])
         try:
             for port in ports:
-                sock = open_socket(cfg.interface, port)
+                sock = bound_udp(cfg.interface, port, rcvbuf=4 << 20)
                 self.sockets[port] = sock
                 loop.add_reader(sock.fileno(), self._readable, sock, port)
             self.log.info("serving DHCP (%s mode) on %s ports %s, %d leases loaded",
                           cfg.dhcp.mode, cfg.interface, ports, loaded)
             ready()
             while True:
-                await asyncio.sleep(REPROBE_SECONDS)
+                await asyncio.sleep(self.reprobe_seconds)
                 if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
                     await self._reprobe()
         finally:
@@ -86,10 +80,10 @@ class DhcpService(Service):
                 loop.remove_reader(sock.fileno())
                 sock.close()
             self.sockets.clear()
-            try:
-                self.journal.flush()
-            except Exception:
-                self.log.exception("could not store pending leases at stop")
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+            self.log.info("stopped; counters %s", dict(sorted(self.counters.items())))
 
     async def _probe(self):
         cfg = self.cfg
@@ -116,6 +110,10 @@ class DhcpService(Service):
     def _readable(self, sock: socket.socket, port: int) -> None:
         decisions: list[tuple[Decision, socket.socket]] = []
         now = time.time()
+        try:
+            self.hosts.refresh()
+        except Exception:
+            self.log.exception("could not read the hosts table; using the last copy")
         for _ in range(BATCH):
             try:
                 data, source = sock.recvfrom(4096)
@@ -147,46 +145,68 @@ class DhcpService(Service):
 
     def _commit_and_send(self, decisions: list[tuple[Decision, socket.socket]]) -> None:
         enrolled = False
-        for decision, _ in decisions:
-            if decision.binding is not None:
-                self.journal.add(decision.binding)
-            if decision.enrol is not None:
-                try:
-                    if self.ctx.store.host_by_mac(decision.enrol.mac) is None:
-                        self.ctx.store.upsert_host(decision.enrol)
-                        self.counters["enrolled"] += 1
-                        enrolled = True
-                except Exception:
-                    self.log.exception("could not enrol %s", decision.enrol.mac)
-        durable = True
-        try:
-            if self.journal.flush():
-                self._notify("leases")
-        except Exception:
-            durable = False
-            self.journal.pending.clear()
-            self.counters["store_failed"] += 1
-            self.log.exception("could not store leases; holding back their ACKs")
-        if enrolled:
-            self.ctx.changed("hosts")
+        waiting = []
         for decision, sock in decisions:
-            if decision.reply is None:
-                continue
-            if decision.binding is not None and not durable:
-                continue
-            try:
-                wire = P.encode(decision.reply, decision.max_size)
-            except P.PacketError as exc:
-                self.counters["encode_errors"] += 1
-                self.log.error("cannot encode reply: %s", exc)
-                continue
-            try:
-                sock.sendto(wire, decision.dest)
-                self.counters["sent"] += 1
-            except OSError as exc:
-                self.counters["send_errors"] += 1
-                if exc.errno not in (errno.EAGAIN, errno.ENETUNREACH, errno.EHOSTUNREACH):
-                    self.log.warning("send to %s: %s", decision.dest, exc)
+            if decision.enrol is not None:
+                enrolled |= self._enrol(decision)
+            if decision.binding is not None:
+                waiting.append((decision, sock))
+            elif decision.reply is not None:
+                self._send(decision, sock)          # OFFERs, NAKs: nothing to store first
+        if enrolled:
+            self.hosts.invalidate()
+            self.ctx.changed("hosts")
+        if not waiting:
+            return
+        if self.writer is not None:
+            self.writer.submit([d.binding for d, _ in waiting],
+                               lambda ok, waiting=waiting: self._committed(ok, waiting))
+            return
+        for decision, _ in waiting:                  # no writer thread: commit inline
+            self.journal.add(decision.binding)
+        try:
+            self.journal.flush()
+            ok = True
+        except Exception:
+            self.journal.pending.clear()
+            self.log.exception("could not store leases; holding back their ACKs")
+            ok = False
+        self._committed(ok, waiting)
+
+    def _committed(self, ok: bool, waiting: list[tuple[Decision, socket.socket]]) -> None:
+        """The leases are durable (or failed to be): now, and only now, answer."""
+        if not ok:
+            self.counters["store_failed"] += len(waiting)
+            return
+        self._notify("leases")
+        for decision, sock in waiting:
+            if decision.reply is not None:
+                self._send(decision, sock)
+
+    def _enrol(self, decision: Decision) -> bool:
+        try:
+            if self.ctx.store.host_by_mac(decision.enrol.mac) is None:
+                self.ctx.store.upsert_host(decision.enrol)
+                self.counters["enrolled"] += 1
+                return True
+        except Exception:
+            self.log.exception("could not enrol %s", decision.enrol.mac)
+        return False
+
+    def _send(self, decision: Decision, sock: socket.socket) -> None:
+        try:
+            wire = P.encode(decision.reply, decision.max_size)
+        except P.PacketError as exc:
+            self.counters["encode_errors"] += 1
+            self.log.error("cannot encode reply: %s", exc)
+            return
+        try:
+            sock.sendto(wire, decision.dest)
+            self.counters["sent"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            if exc.errno not in (errno.EAGAIN, errno.ENETUNREACH, errno.EHOSTUNREACH):
+                self.log.warning("send to %s: %s", decision.dest, exc)
 
     def _notify(self, topic: str) -> None:
         if self._notify_pending:
@@ -203,7 +223,7 @@ class DhcpService(Service):
         counters = {k: self.counters.get(k, 0) for k in
                     ("received", "offered", "acked", "naked", "dropped_malformed", "pool_exhausted")}
         counters.update(self.counters)
-        counters["lease_commits"] = self.journal.commits
+        counters["lease_commits"] = self.journal.commits + (self.writer.commits if self.writer else 0)
         detail = self.alarm or f"{self.cfg.dhcp.mode} mode, {len(self.book.by_mac)} bindings"
         return Health(ok=not self.alarm, detail=detail, counters=counters)
 
