@@ -237,6 +237,7 @@ class Builder:
             raise BuildError("a custom kernel needs both --kernel FILE and --modules-dir DIR")
         if opts.compression not in ("gzip", "xz"):
             raise BuildError(f"compression {opts.compression!r}: use gzip or xz")
+        tools = self._tools()
         if opts.kernel:
             if not opts.kernel.is_file():
                 raise BuildError(f"--kernel {opts.kernel}: no such file")
@@ -246,7 +247,6 @@ class Builder:
         else:
             self.step("asking apt for the current kernel")
             kver = opts.kernel_version or debs.current_kernel_version()
-        tools = self._tools()
         packages = [t.package for t in tools] + ([] if opts.kernel else [f"linux-image-{kver}"])
         names = sorted(debs.candidate_filenames(packages).values()) or packages
         key = _inputs_key(opts, kver, names)
@@ -259,8 +259,6 @@ class Builder:
             tmp = Path(tmp)
             pkgroot, kroot = tmp / "pkgs", tmp / "kernel"
             self._fetch_many(packages)
-            for tool in tools:
-                debs.extract(self._fetch(tool.package), pkgroot)
             if opts.kernel:
                 kernel_file, moddir = opts.kernel, opts.modules_dir
             else:
@@ -271,6 +269,8 @@ class Builder:
                 moddir = kroot / "lib" / "modules" / kver
             self.step("choosing kernel modules")
             modules, builtin = self._add_modules(moddir, kver, tools)
+            for tool in tools:
+                debs.extract(self._fetch(tool.package), pkgroot)
             self.step("adding busybox and its applets")
             self._add_busybox(pkgroot)
             self.step("adding tools and the libraries they need")
