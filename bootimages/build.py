@@ -251,14 +251,13 @@ class Builder:
         names = sorted(debs.candidate_filenames(packages).values()) or packages
         key = _inputs_key(opts, kver, names)
         cached = Path(opts.cache_dir) / "builds" / key
-        if opts.use_cache and (cached / "result.json").exists():
+        if opts.use_cache and (cached / "result.json").exists() and self._still_current(cached):
             self.step("reusing the cached build")
             return self._install(cached, out, started, cached=True)
 
         with tempfile.TemporaryDirectory(prefix="si-bootimage-") as tmp:
             tmp = Path(tmp)
             pkgroot, kroot = tmp / "pkgs", tmp / "kernel"
-            self._fetch_many(packages)
             if opts.kernel:
                 kernel_file, moddir = opts.kernel, opts.modules_dir
             else:
@@ -269,6 +268,7 @@ class Builder:
                 moddir = kroot / "lib" / "modules" / kver
             self.step("choosing kernel modules")
             modules, builtin = self._add_modules(moddir, kver, tools)
+            self._fetch_many([t.package for t in tools])
             for tool in tools:
                 debs.extract(self._fetch(tool.package), pkgroot)
             self.step("adding busybox and its applets")
@@ -283,7 +283,7 @@ class Builder:
             shutil.copyfile(kernel_file, staging / "kernel")
             info = {"kernel_version": kver, "uncompressed_size": raw,
                     "files": len(self.tree.items), "modules": modules, "builtin": builtin,
-                    "libraries": libs}
+                    "libraries": libs, "packages": {p: d.name for p, d in sorted(self.fetched.items())}}
             (staging / "result.json").write_text(json.dumps(info, indent=1))
             if opts.use_cache:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -291,6 +291,13 @@ class Builder:
                 shutil.copytree(staging, cached)
                 return self._install(cached, out, started)
             return self._install(staging, out, started)
+
+    @staticmethod
+    def _still_current(cached: Path) -> bool:
+        """A cached build is stale when apt now offers a newer .deb of any package in it (a libc fix)."""
+        used = json.loads((cached / "result.json").read_text()).get("packages", {})
+        now = debs.candidate_filenames(list(used))
+        return all(now.get(p, name) == name for p, name in used.items())
 
     def _install(self, src: Path, out: Path, started: float, cached: bool = False) -> BuildResult:
         info = json.loads((src / "result.json").read_text())

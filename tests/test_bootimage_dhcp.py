@@ -6,6 +6,7 @@ name, and the image-server hint in option 100 or the site option.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from appliance.lab.netns import Lab
 from bootimages.build import INITRD_FILES
 from bootimage_support import FUNCTIONS, require_busybox, run_functions
 
-APPLETS = ("sh", "ifconfig", "route", "sed", "env", "cat", "tr", "grep", "printf", "mkdir", "echo")
+APPLETS = ("sh", "ifconfig", "ip", "sed", "env", "cat", "tr", "grep", "printf", "mkdir", "echo")
 
 
 @pytest.mark.parametrize("options, site_option, expected_server, expected_opt100", [
@@ -50,11 +51,13 @@ def test_dhcp_hook_records_lease_and_image_server(tmp_path, options, site_option
     with Lab() as lab:
         server, client = lab.namespace("dhcps"), lab.namespace("dhcpc")
         lab.veth(server, "srv0", client, "cli0", addr_a="10.77.0.1/24")
-        lab.popen(server, busybox, "udhcpd", "-f", str(conf))
+        lab.popen(server, busybox, "udhcpd", "-f", str(conf), stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
         time.sleep(0.3)
-        proc = lab.run(client, busybox, "udhcpc", "-i", "cli0", "-f", "-q", "-n", "-t", "5", "-T", "1",
+        # the hook's PATH goes to udhcpc only: `ip netns exec` itself must stay iproute2's ip
+        proc = lab.run(client, "env", "-i", *(f"{k}={v}" for k, v in env.items()), busybox, "udhcpc", "-i", "cli0", "-f", "-q", "-n", "-t", "5", "-T", "1",
                        "-O", "100", "-O", str(site_option), "-s", str(INITRD_FILES / "udhcpc.script"),
-                       check=False, env=env, timeout=60)
+                       check=False, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         addr = lab.run(client, "ip", "-4", "addr", "show", "cli0").stdout
         route = lab.run(client, "ip", "route", "show", "default").stdout

@@ -129,6 +129,15 @@ def test_json_escape_makes_valid_json(tmp_path):
     assert json.loads(proc.stdout)["log"] == 'quote " back \\ tab cr bell unicode é\nsecond line\n'
 
 
+@pytest.mark.parametrize("name, ok", [
+    ("node2", True), ("www-3.example.com", True), ("A1", True),
+    ("", False), ("../etc", False), ("a/b", False), ("-x", False), (".x", False), ("a..b", False),
+    ("a b", False), ("a;reboot", False), ("x" * 254, False),
+])
+def test_hostname_validation(tmp_path, name, ok):
+    assert run_functions(f"si_valid_hostname '{name}'", tmp=tmp_path).returncode == (0 if ok else 1)
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as s:

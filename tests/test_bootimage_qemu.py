@@ -101,13 +101,15 @@ def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], st
         lab.bridge(ns, "br0", f"{SERVER}/24")
         lab.tap(ns, "tap0", "br0")
         lab.popen(ns, sys.executable, str(HERE / "bootimage_httpd.py"), SERVER, str(PORT), str(root), str(events))
+        qemu_err = open(tmp_path / "qemu.stderr", "w")
         started = time.monotonic()
         qemu = lab.popen(ns, "qemu-system-x86_64", "-accel", _qemu_accel(), "-m", "512", "-smp", "1",
                          "-display", "none", "-no-reboot", "-serial", f"file:{console}",
                          "-kernel", str(result.kernel), "-initrd", str(result.initrd),
                          "-append", f"console=ttyS0 panic=-1 {cmdline}",
                          "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                         "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02", *extra)
+                         "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02", *extra,
+                         stdout=qemu_err, stderr=qemu_err)
         start = _wait_for(console, start_pattern, 150, qemu)
         wall = time.monotonic() - started
         end = _wait_for(console, end_pattern, 60, qemu) if (start and end_pattern) else None
@@ -118,7 +120,9 @@ def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], st
                 pass
         else:
             time.sleep(2)   # let the last POST land
+    qemu_err.close()
     text = console.read_text(errors="replace") if console.exists() else "(no console output)"
+    text += "\n[qemu stderr] " + (tmp_path / "qemu.stderr").read_text(errors="replace")
     return start, end, text, _events(events), wall
 
 
