@@ -157,6 +157,7 @@ def test_initrd_boots_finds_hostname_and_runs_script(bootimage, tmp_path):  # no
     full_log = "".join(b["log"] for b in bodies)
     assert 'quote " backslash \\ tab end' in full_log
     assert "fetching http://10.77.0.1:8080/scripts/node2.sh" in full_log
+    print("\n" + "\n".join(line for line in text.splitlines() if "SystemImager:" in line or "Run /init" in line))
     print(f"\nBOOTIMAGE initrd={result.initrd_size} bytes ({result.initrd_size / 2**20:.1f} MiB) "
           f"build={build_seconds:.1f}s cached={result.cached} kernel_to_script={uptime:.1f}s "
           f"qemu_start_to_script={wall_to_script:.1f}s accel={_qemu_accel()}")
