@@ -93,13 +93,18 @@ def _www(tmp_path: Path, scripts: dict[str, str]) -> Path:
 
 
 def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], start_pattern: str,
-          end_pattern: str | None):
+          end_pattern: str | None, dhcpd_conf: str | None = None):
     """Boot under QEMU in a lab namespace; returns (start match, end match, console, events, wall s)."""
     events, console = tmp_path / "events.jsonl", tmp_path / "console.log"
     with Lab() as lab:
         ns = lab.namespace("boot")
         lab.bridge(ns, "br0", f"{SERVER}/24")
         lab.tap(ns, "tap0", "br0")
+        if dhcpd_conf:   # busybox udhcpd, only on the namespace's bridge
+            (tmp_path / "udhcpd.conf").write_text(dhcpd_conf)
+            (tmp_path / "leases").touch()
+            lab.popen(ns, "busybox", "udhcpd", "-f", str(tmp_path / "udhcpd.conf"),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         lab.popen(ns, sys.executable, str(HERE / "bootimage_httpd.py"), SERVER, str(PORT), str(root), str(events))
         qemu_err = open(tmp_path / "qemu.stderr", "w")
         started = time.monotonic()
@@ -208,3 +213,29 @@ def test_local_cfg_from_disk_and_usb_stick_and_a_failing_script(bootimage, tmp_p
     assert failed and "mkfs failed on /dev/vda" in failed[0]["phase"]
     log = "".join(b["log"] for b in bodies)
     assert "FAILED: mkfs failed on /dev/vda" in log and "removable" in log
+
+
+def test_dhcp_boot_uses_site_option_over_next_server(bootimage, tmp_path):  # noqa: F811
+    """No network settings on the command line: udhcpc, the site option names the server, hosts names us."""
+    _require()
+    result, _ = bootimage
+    root = _www(tmp_path, {n: SCRIPT.replace("SI-MARKER", f"SI-MARKER-{n}") for n in ("node2", "node21")})
+    dhcpd = "\n".join([
+        "start 10.77.0.100", "end 10.77.0.110", "interface br0", f"lease_file {tmp_path}/leases",
+        f"pidfile {tmp_path}/udhcpd.pid", "siaddr 10.77.0.99",            # next-server: must lose
+        f"static_lease 52:54:00:77:00:02 {GUEST}", "option subnet 255.255.255.0",
+        f"option router {SERVER}", "option domain lab.test",
+        "option 0xe0 0a4d0001",                                           # site option 224: 10.77.0.1
+    ]) + "\n"
+    start, end, text, seen, wall = _boot(
+        result, tmp_path, root, f"SI_HTTP_PORT={PORT} SI_LOCALCFG=0", [],
+        r"SI-MARKER-(\w+) script-start uptime=([\d.]+)(.*)", r"SI-MARKER-\w+ script-end", dhcpd_conf=dhcpd)
+    assert start and end, f"no DHCP install; console:\n{text[-4000:]}"
+    assert start.group(1) == "node2"
+    assert f"ip={GUEST} mask=255.255.255.0 dev=eth0 mac=52:54:00:77:00:02 server={SERVER} port={PORT}" \
+        in start.group(3)
+    assert "DHCP gave 10.77.0.2/255.255.255.0 gateway 10.77.0.1 from 10.77.0.1" in text
+    posts = [e for e in seen if e["method"] == "POST"]
+    assert posts and all(e["client"] == GUEST and e["path"] == "/api/installs/node2" for e in posts)
+    assert posts[-1]["body"]["state"] == "succeeded"
+    print(f"\nBOOTIMAGE dhcp kernel_to_script={float(start.group(2)):.1f}s qemu_start_to_script={wall:.1f}s")
