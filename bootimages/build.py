@@ -244,9 +244,11 @@ class Builder:
             if not opts.modules_dir.is_dir():
                 raise BuildError(f"--modules-dir {opts.modules_dir}: no such directory")
             kver = opts.modules_dir.name
+        elif opts.kernel_version:
+            kver = opts.kernel_version
         else:
             self.step("asking apt for the current kernel")
-            kver = opts.kernel_version or debs.current_kernel_version()
+            kver = debs.current_kernel_version()
         packages = [t.package for t in tools] + ([] if opts.kernel else [f"linux-image-{kver}"])
         names = sorted(debs.candidate_filenames(packages).values()) or packages
         key = _inputs_key(opts, kver, names)
@@ -323,7 +325,7 @@ class Builder:
         except ModuleError as exc:
             raise BuildError(str(exc)) from None
         dep_lines = []
-        deps_of: dict[str, list[str]] = {}
+        deps_of: dict[str, str] = {}   # relpath in the tree -> relpath in the initrd
         for rel in order:
             data = load_bytes(moddir / rel)
             plain = rel
