@@ -47,7 +47,8 @@ def test_dhcp_hook_records_lease_and_image_server(tmp_path, options, site_option
     (tmp_path / "leases").touch()
     si_dir = tmp_path / "si"
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "SI_FUNCTIONS": str(FUNCTIONS), "SI_DIR": str(si_dir),
-           "SI_SITE_OPTION": str(site_option)}
+           "SI_SITE_OPTION": str(site_option), "SI_RESOLV_CONF": str(tmp_path / "resolv.conf")}
+    host_resolv = open("/etc/resolv.conf", "rb").read()
     with Lab() as lab:
         server, client = lab.namespace("dhcps"), lab.namespace("dhcpc")
         lab.veth(server, "srv0", client, "cli0", addr_a="10.77.0.1/24")
@@ -61,6 +62,8 @@ def test_dhcp_hook_records_lease_and_image_server(tmp_path, options, site_option
         assert proc.returncode == 0, proc.stdout + proc.stderr
         addr = lab.run(client, "ip", "-4", "addr", "show", "cli0").stdout
         route = lab.run(client, "ip", "route", "show", "default").stdout
+    assert open("/etc/resolv.conf", "rb").read() == host_resolv, "the hook touched the host's resolv.conf"
+    assert (tmp_path / "resolv.conf").read_text() == "search lab.test\n"
     lease = dict(line.split("=", 1) for line in (si_dir / "dhcp.env").read_text().splitlines())
     lease = {k: v.strip("'") for k, v in lease.items()}
     assert lease["IPADDR"].startswith("10.77.0.1") and f"inet {lease['IPADDR']}/24" in addr
