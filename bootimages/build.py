@@ -29,6 +29,7 @@ from .modules import ModuleError, ModuleIndex, load_bytes, module_name
 
 INITRD_FILES = Path(__file__).parent / "initrd"
 BUILDER_VERSION = "1"
+KEEP_BUILDS = 6
 
 # Modules loaded at boot: common NICs, disk controllers, USB storage (for a
 # local.cfg stick), file systems. Anything built in is simply skipped.
@@ -255,6 +256,7 @@ class Builder:
         cached = Path(opts.cache_dir) / "builds" / key
         if opts.use_cache and (cached / "result.json").exists() and self._still_current(cached):
             self.step("reusing the cached build")
+            os.utime(cached)   # recently used: pruned last
             return self._install(cached, out, started, cached=True)
 
         with tempfile.TemporaryDirectory(prefix="si-bootimage-") as tmp:
@@ -291,6 +293,7 @@ class Builder:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(cached, ignore_errors=True)
                 shutil.copytree(staging, cached)
+                _prune(cached.parent, keep=KEEP_BUILDS)
                 return self._install(cached, out, started)
             return self._install(staging, out, started)
 
@@ -460,6 +463,13 @@ class Builder:
             with stream:
                 writer = self.tree.write(stream, mtime, self.on_bytes)
         return writer.bytes_written
+
+
+def _prune(builds: Path, keep: int) -> None:
+    """Keep the newest few cached builds (about 20 MB each)."""
+    entries = sorted((p for p in builds.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def build(opts: BuildOptions, step: Step = _noop, on_bytes: Bytes = _noop) -> BuildResult:
