@@ -45,7 +45,7 @@ DEFAULT_MODULES = (
     # USB sticks and CDs carrying a local.cfg
     "xhci_pci", "ehci_pci", "ohci_pci", "uhci_hcd", "usb_storage", "uas",
     # file systems
-    "ext4", "vfat", "isofs", "nls_cp437", "nls_iso8859_1", "af_packet",
+    "ext4", "vfat", "isofs", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii", "af_packet",
 )
 
 

@@ -39,3 +39,36 @@ class ImagesMixin:
     def delete_image(self, name: str) -> bool:
         with self.tx() as db:
             return db.execute("DELETE FROM images WHERE name=?", (name,)).rowcount == 1
+
+    # --- version bookkeeping used by the image store (appliance/images.py) ---
+    def image_version(self, image: str, version: int) -> dict | None:
+        rows = self.query("SELECT * FROM image_versions WHERE image=? AND version=?", (image, version))
+        return dict(rows[0]) if rows else None
+
+    def latest_image_version(self, image: str) -> dict | None:
+        """The newest complete version: what module `<image>` and installs serve."""
+        rows = self.query("SELECT * FROM image_versions WHERE image=? AND state='complete' "
+                          "ORDER BY version DESC LIMIT 1", (image,))
+        return dict(rows[0]) if rows else None
+
+    def next_image_version(self, image: str) -> int:
+        rows = self.query("SELECT coalesce(max(version), 0) FROM image_versions WHERE image=?", (image,))
+        return rows[0][0] + 1
+
+    def complete_image_versions(self) -> list[dict]:
+        """Every complete version of every image (what the rsync daemon exports)."""
+        return [dict(r) for r in self.query(
+            "SELECT * FROM image_versions WHERE state='complete' ORDER BY image, version")]
+
+    def set_image_details(self, image: str, *, ip_method: str | None = None,
+                          post_install: str | None = None, golden_client: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute("UPDATE images SET ip_method=coalesce(?, ip_method), "
+                       "post_install=coalesce(?, post_install), "
+                       "golden_client=coalesce(?, golden_client) WHERE name=?",
+                       (ip_method, post_install, golden_client, image))
+
+    def delete_image_version(self, image: str, version: int) -> bool:
+        with self.tx() as db:
+            return db.execute("DELETE FROM image_versions WHERE image=? AND version=?",
+                              (image, version)).rowcount == 1

@@ -241,7 +241,8 @@ si_number() {
     case "$1" in ''|*[!0-9]*) echo "${2:-0}" ;; *) echo "$1" ;; esac
 }
 
-# si_post STATE PHASE [PERCENT] [BYTES]: POST progress JSON with the log text
+# si_post STATE PHASE [PERCENT] [BYTES]: POST progress JSON with the log text (a
+# missing number goes as null, so the appliance keeps what it had)
 # written since the last successful post. Best effort: returns 1 on failure.
 si_post() {
     [ -n "$IMAGESERVER" ] && [ -n "$HOSTNAME" ] || return 1
@@ -253,7 +254,7 @@ si_post() {
     {
         printf '{"state": "%s", "phase": "' "$1"
         printf '%s' "$2" | si_json_escape | sed 's/\\n$//'
-        printf '", "percent": %s, "bytes": %s, "log": "' "$(si_number "$3")" "$(si_number "$4")"
+        printf '", "percent": %s, "bytes": %s, "log": "' "$(si_number "$3" null)" "$(si_number "$4" null)"
         tail -c +$((sent + 1)) "$SI_LOG" | head -c "$((size - sent))" | si_json_escape
         printf '"}\n'
     } > "$SI_DIR/post.json"

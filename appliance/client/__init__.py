@@ -1,0 +1,1 @@
+"""The golden-client program (siclient.py) and the HTTP route that serves it."""

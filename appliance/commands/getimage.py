@@ -1,0 +1,94 @@
+"""si getimage: pull a golden client's system into a new image version."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
+    TransferSpeedColumn
+
+from .. import getimage as engine
+from ..config import IP_METHODS
+from ..images import ImageError
+from ._common import CliError, add_config_arg, load_config, open_store
+
+
+def register(sub) -> None:
+    p = sub.add_parser("getimage", help="pull a golden client's system into the image store",
+                       description="Pull the system of a golden client (prepared with prepareclient) "
+                                   "into a new version of IMAGE, sharing unchanged files with the "
+                                   "previous version; --update rewrites the current version instead.")
+    add_config_arg(p)
+    p.add_argument("--golden-client", required=True, metavar="HOST", help="the golden client's name or IP")
+    p.add_argument("--image", required=True, metavar="NAME", help="image name (new or existing)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="rsync exclude pattern, e.g. /home/* (repeat)")
+    p.add_argument("--exclude-file", type=Path, metavar="FILE", help="file of exclude patterns, one a line")
+    p.add_argument("--secret", help="the one-time secret prepareclient printed (default: $SI_SECRET)")
+    p.add_argument("--port", type=int, default=873, help="port of the golden client's rsync daemon")
+    p.add_argument("--ip-assignment", choices=IP_METHODS, help="how installed clients get their address")
+    p.add_argument("--post-install", choices=engine.POST_INSTALL, help="what installed clients do at the end")
+    p.add_argument("--update", action="store_true",
+                   help="update the current version in place (only changes move, deleted files go) "
+                        "instead of making a new version")
+    p.add_argument("--bwlimit", type=int, metavar="KBPS", help="limit the pull's bandwidth (KiB/s)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=getimage)
+
+
+def getimage(args) -> int:
+    import os
+    cfg = load_config(args)
+    store = open_store(cfg)
+    opts = engine.Options(golden_client=args.golden_client, image=args.image, excludes=args.exclude,
+                          exclude_file=args.exclude_file, secret=args.secret or os.environ.get("SI_SECRET"),
+                          port=args.port, ip_method=args.ip_assignment, post_install=args.post_install,
+                          update=args.update, bwlimit=args.bwlimit)
+    try:
+        engine.check_options(opts)
+    except ImageError as exc:
+        raise CliError(str(exc)) from None
+    console = Console(stderr=True)
+    existing = store.image(args.image)
+    what = ("update the current version of" if args.update and existing else
+            "make a new version of" if existing else "create")
+    console.print(f"This program will {what} image [bold]{args.image}[/] from [bold]{args.golden_client}[/]; "
+                  "it will not get /proc, NFS, tmpfs or other file systems that are not part of "
+                  "an installed system.")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("not running interactively: pass --yes to go ahead without the question")
+        if input("Continue? ([y]/n): ").strip().lower() not in ("", "y", "yes"):
+            console.print("Nothing done.")
+            return 1
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                        console=console, disable=args.no_progress, transient=False)
+    task = progress.add_task(args.image, total=100)
+
+    def on_progress(done: int, percent: int) -> None:
+        # rsync reports bytes so far and a percentage; derive the total from both.
+        total = done * 100 // percent if percent else None
+        progress.update(task, completed=done, total=total or max(done, 1))
+
+    try:
+        with progress:
+            result = engine.getimage(cfg, store, opts, on_progress, on_note=lambda s: console.print(s))
+    except ImageError as exc:
+        raise CliError(str(exc)) from None
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    size = f"{result.size / 1e6:.1f} MB" if result.size is not None else "unknown size"
+    if result.unchanged:
+        console.print(f"{result.image}@{result.version} stays current: the golden client has not changed")
+    else:
+        console.print(f"{result.image}@{result.version} is complete and current: {result.path} ({size}, "
+                      f"{result.seconds:.1f} s; left out the contents of: "
+                      f"{', '.join(result.excluded) or 'nothing'})")
+    written = engine.write_master_script(cfg, store, result.image)
+    if written:
+        console.print(f"master autoinstall script: {written}")
+    print(f"{result.image}@{result.version}")
+    return 0

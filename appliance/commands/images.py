@@ -1,0 +1,150 @@
+"""si images: list, show, versions, delete and chroot into images."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import getimage as engine
+from ..images import ImageError, ImageStore, check_image_name, disk_usage, parse_ref
+from ._common import CliError, add_config_arg, load_config, open_store
+
+
+def register(sub) -> None:
+    p = sub.add_parser("images", help="list, inspect, delete or chroot into images")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    q = actions.add_parser("list", help="every image, its current version and settings")
+    add_config_arg(q)
+    q.set_defaults(func=list_images)
+    for name, func, text in (("show", show, "details of one image"),
+                             ("versions", versions, "the versions of an image and their disk use")):
+        q = actions.add_parser(name, help=text)
+        add_config_arg(q)
+        q.add_argument("name")
+        q.set_defaults(func=func)
+    q = actions.add_parser("delete", help="delete an image (NAME) or one version (NAME@N)")
+    add_config_arg(q)
+    q.add_argument("ref", metavar="NAME[@N]")
+    q.add_argument("--force", action="store_true", help="delete even if hosts are assigned the image")
+    q.set_defaults(func=delete)
+    q = actions.add_parser("chroot", help="open a shell inside an image to edit it with its own tools")
+    add_config_arg(q)
+    q.add_argument("ref", metavar="NAME[@N]")
+    q.add_argument("command", nargs="*", help="command to run instead of a shell")
+    q.set_defaults(func=chroot)
+
+
+def _wrap(func):
+    try:
+        return func()
+    except ImageError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _when(ts) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "-"
+
+
+def _size(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f} MB"
+
+
+def list_images(args) -> int:
+    cfg = load_config(args)
+    store = open_store(cfg)
+    table = Table()
+    for column in ("image", "current", "versions", "golden client", "ip assignment", "post install", "created"):
+        table.add_column(column)
+    for i in store.images():
+        table.add_row(i["name"], str(i["latest"]) if i["latest"] else "-", str(i["versions"]),
+                      i["golden_client"] or "-", i["ip_method"] or "-", i["post_install"] or "-",
+                      _when(i["created"]))
+    Console().print(table)
+    return 0
+
+
+def show(args) -> int:
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name = _wrap(lambda: check_image_name(args.name))
+    image = store.image(name)
+    if image is None:
+        raise CliError(f"image {name}: no such image (see 'si images list')")
+    current = store.latest_image_version(name)
+    hosts = [h.hostname for h in store.hosts() if h.image == name]
+    rows = [("image", name), ("path", str(ImageStore(cfg, store).current_link(name))),
+            ("current version", f"{current['version']} ({current['path']}, {_size(current['size'])})"
+             if current else "none complete"),
+            ("versions", str(len(store.image_versions(name)))),
+            ("golden client", image["golden_client"] or "-"),
+            ("ip assignment", image["ip_method"] or "-"), ("post install", image["post_install"] or "-"),
+            ("rsync modules", f"{name}, {name}@N"), ("hosts", ", ".join(hosts) or "-"),
+            ("created", _when(image["created"]))]
+    for key, value in rows:
+        print(f"{key + ':':17}{value}")
+    return 0
+
+
+def versions(args) -> int:
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name = _wrap(lambda: check_image_name(args.name))
+    rows = store.image_versions(name)
+    if not rows and store.image(name) is None:
+        raise CliError(f"image {name}: no such image (see 'si images list')")
+    current = store.latest_image_version(name)
+    table = Table(title=f"{name}: versions (disk use counts files shared with older versions once)")
+    for column in ("version", "state", "parent", "size", "new on disk", "created", "path"):
+        table.add_column(column)
+    seen_paths: list[Path] = []
+    used_before = 0
+    for r in rows:
+        path = Path(r["path"])
+        if path.exists():
+            seen_paths.append(path)
+        used = disk_usage(seen_paths)
+        mark = " (current)" if current and r["version"] == current["version"] else ""
+        table.add_row(str(r["version"]) + mark, r["state"], str(r["parent"] or "-"), _size(r["size"]),
+                      _size(used - used_before), _when(r["created"]), r["path"])
+        used_before = used
+    Console().print(table)
+    print(f"all versions together use {_size(used_before)} on disk")
+    return 0
+
+
+def delete(args) -> int:
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name, version = _wrap(lambda: parse_ref(args.ref))
+    hosts = [h.hostname for h in store.hosts() if h.image == name]
+    if version is None and hosts and not args.force:
+        raise CliError(f"image {name} is assigned to {len(hosts)} host(s) ({', '.join(hosts[:5])}"
+                       f"{'...' if len(hosts) > 5 else ''}); reassign them or pass --force")
+    removed = _wrap(lambda: ImageStore(cfg, store).delete(name, version))
+    engine.refresh_daemon(cfg, store)
+    store.event("images", "delete", args.ref)
+    print(f"deleted {name} version(s) {', '.join(map(str, removed)) or '(none on disk)'}"
+          + ("" if version is not None else f"; image {name} is gone"))
+    return 0
+
+
+def chroot(args) -> int:
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name, version = _wrap(lambda: parse_ref(args.ref))
+    path = _wrap(lambda: ImageStore(cfg, store).path_of(name, version))
+    command = args.command or ["/bin/sh"]
+    if not (path / command[0].lstrip("/")).exists() and not args.command:
+        raise CliError(f"image {args.ref}: {command[0]} does not exist inside {path}")
+    if shutil.which("chroot") is None:
+        raise CliError("chroot not found (Debian package coreutils)")
+    print(f"Entering {args.ref} at {path}. Changes apply to this version directly; files unchanged "
+          "since the previous version are hard links shared with it, so replace a file "
+          "(as package managers and editors do) rather than write into it. 'exit' returns.")
+    return subprocess.call(["chroot", str(path), *command])

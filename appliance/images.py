@@ -1,0 +1,234 @@
+"""The image store: versions of each image on disk and in the store.
+
+Layout under cfg.images_dir (the manual's `cd images/NAME; chroot .` still works):
+
+    images/NAME                 symlink -> .versions/NAME/N, the current version
+    images/.versions/NAME/N/    one directory per version (a whole system tree)
+    images/.versions/NAME/.update-N/   staging for `getimage --update` (transient)
+
+Only a complete version is ever made current; a pull that fails or is killed
+leaves its version marked incomplete in the store and the symlink untouched.
+A new version shares every unchanged file with its parent through hard links
+(rsync --link-dest), so it costs only what changed. Because linked files share
+one inode, nothing here ever modifies an existing version's file in place.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fcntl
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .config import Config
+
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+VERSIONS = ".versions"
+
+
+class ImageError(ValueError):
+    """An image operation cannot be done; the message says why, in one line."""
+
+
+def valid_image_name(name: str) -> bool:
+    return bool(isinstance(name, str) and IMAGE_NAME.match(name) and ".." not in name)
+
+
+def check_image_name(name: str) -> str:
+    if not valid_image_name(name):
+        raise ImageError(f"image name {name!r} is not allowed: use 1-64 letters, digits and "
+                         "'_' '.' '+' '-', starting with a letter or digit, without '..' or '/'")
+    return name
+
+
+def parse_ref(text: str) -> tuple[str, int | None]:
+    """'NAME' or 'NAME@N' -> (name, version or None)."""
+    name, sep, version = text.partition("@")
+    check_image_name(name)
+    if not sep:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise ImageError(f"image version in {text!r} must be a positive number (NAME@N)")
+    return name, int(version)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a pull writes and what it builds on."""
+    image: str
+    version: int
+    path: Path               # the version directory once complete
+    write_to: Path           # where rsync writes (path itself, or a staging dir for --update)
+    link_dest: Path | None   # the parent version whose unchanged files are hard-linked
+    parent: int | None
+    update: bool
+
+
+class ImageStore:
+    def __init__(self, cfg: Config, store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.root = cfg.images_dir
+
+    # --- paths -----------------------------------------------------------
+    def version_dir(self, image: str, version: int) -> Path:
+        return self.root / VERSIONS / check_image_name(image) / str(version)
+
+    def current_link(self, image: str) -> Path:
+        return self.root / check_image_name(image)
+
+    def current(self, image: str) -> dict | None:
+        return self.store.latest_image_version(check_image_name(image))
+
+    def path_of(self, image: str, version: int | None = None) -> Path:
+        """The directory of a complete version (the current one by default)."""
+        row = (self.store.image_version(image, version) if version is not None
+               else self.current(image))
+        if row is None or row["state"] != "complete":
+            what = f"{image}@{version}" if version is not None else image
+            known = self.store.image(image)
+            raise ImageError(f"image {what}: no such complete version" +
+                             ("" if known else " (see 'si images list')"))
+        return Path(row["path"])
+
+    # --- pulls -------------------------------------------------------------
+    @contextmanager
+    def locked(self, image: str) -> Iterator[None]:
+        """One pull or delete per image at a time (a second one is refused)."""
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cfg.run_dir / f"image-{check_image_name(image)}.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ImageError(f"image {image}: another getimage or delete is working on it") from None
+            yield
+
+    def begin(self, image: str, *, update: bool = False, golden_client: str | None = None,
+              ip_method: str | None = None, post_install: str | None = None) -> Target:
+        """Prepare a pull: a new incomplete version, or a staging dir for --update."""
+        check_image_name(image)
+        current = self.current(image)
+        (self.root / VERSIONS / image).mkdir(parents=True, exist_ok=True)
+        if update and current is not None:
+            path = Path(current["path"])
+            staging = path.parent / f".update-{current['version']}"
+            _remove_tree(staging)  # a killed earlier --update; start clean
+            # The version row stays complete: the live tree is untouched until the swap.
+            self.store.set_image_details(image, ip_method=ip_method, post_install=post_install,
+                                         golden_client=golden_client)
+            return Target(image, current["version"], path, staging, path, current["version"], True)
+        versions = self.store.image_versions(image)
+        # The newest version left incomplete by a failed pull is reused (started afresh).
+        if versions and versions[-1]["state"] != "complete":
+            number = versions[-1]["version"]
+        else:
+            number = self.store.next_image_version(image)
+        path = self.version_dir(image, number)
+        _remove_tree(path)
+        path.mkdir(parents=True)
+        parent = current["version"] if current else None
+        self.store.add_image_version(image, number, str(path), parent=parent, golden_client=golden_client,
+                                     ip_method=ip_method, post_install=post_install)
+        return Target(image, number, path, path, Path(current["path"]) if current else None, parent, False)
+
+    def commit(self, target: Target, size: int | None) -> None:
+        """The pull succeeded: make its version current."""
+        if target.update:
+            _exchange(target.write_to, target.path)  # atomic: readers see old or new, never neither
+            _remove_tree(target.write_to)            # now holds the old tree
+        self.store.finish_image_version(target.image, target.version, size)
+        self.point_current(target.image)
+
+    def abandon(self, target: Target) -> None:
+        """The pull failed: the version stays incomplete; staging for --update goes."""
+        if target.update:
+            _remove_tree(target.write_to)
+
+    def point_current(self, image: str) -> Path | None:
+        """Point images/NAME at the newest complete version (or remove it if none)."""
+        link = self.current_link(image)
+        current = self.current(image)
+        if current is None:
+            if link.is_symlink():
+                link.unlink()
+            return None
+        target = os.path.relpath(current["path"], link.parent)
+        tmp = link.with_name(f".{image}.link-tmp")
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        if link.exists() and not link.is_symlink():
+            raise ImageError(f"{link} is a real directory, not the link this store manages; move it away")
+        os.replace(tmp, link)
+        return link
+
+    # --- deletion ----------------------------------------------------------
+    def delete(self, image: str, version: int | None = None) -> list[int]:
+        """Delete one version or the whole image; returns the versions removed."""
+        check_image_name(image)
+        if self.store.image(image) is None:
+            raise ImageError(f"image {image}: no such image (see 'si images list')")
+        rows = self.store.image_versions(image)
+        if version is not None:
+            rows = [r for r in rows if r["version"] == version]
+            if not rows:
+                raise ImageError(f"image {image}@{version}: no such version (see 'si images versions {image}')")
+        with self.locked(image):
+            for row in rows:
+                _remove_tree(Path(row["path"]))
+                self.store.delete_image_version(image, row["version"])
+            if version is None:
+                self.store.delete_image(image)
+                _remove_tree(self.root / VERSIONS / image)
+            self.point_current(image)
+        return [r["version"] for r in rows]
+
+    def versions(self, image: str) -> list[dict]:
+        check_image_name(image)
+        return self.store.image_versions(image)
+
+
+def disk_usage(paths: list[Path]) -> int:
+    """Bytes on disk used by the trees together, each inode counted once (like du)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top in paths:
+        for dirpath, _dirs, filenames in os.walk(top):
+            for p in [dirpath, *(os.path.join(dirpath, n) for n in filenames)]:
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_blocks * 512
+    return total
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories atomically (renameat2 RENAME_EXCHANGE), else two renames."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+    aside = b.with_name(b.name + ".old")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)

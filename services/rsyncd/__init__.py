@@ -1,0 +1,1 @@
+"""The managed rsync daemon: rsyncd.conf rendering and the supervised child."""

@@ -1,0 +1,125 @@
+"""The real rsync daemon as a supervised child of the appliance.
+
+`rsync --daemon --no-detach` runs as an asyncio subprocess. If it exits, serve()
+records the event and raises, so the supervisor restarts it with back-off.
+Config changes (images, hosts) are applied by rewriting rsyncd.conf atomically:
+rsync reads its config afresh for every new connection, so no signal or
+restart is needed and transfers in flight are never cut.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from typing import Callable
+
+from appliance.service import Context, Endpoint, Health, Service
+
+from . import render
+
+LISTEN_TIMEOUT = 10.0
+
+
+class RsyncdDied(RuntimeError):
+    """The rsync daemon exited; the message carries its status and last words."""
+
+
+def listening(pid: int, port: int) -> bool:
+    """True once the process's network namespace has a TCP listener on port."""
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+class RsyncdService(Service):
+    name = "rsyncd"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.counters = {"starts": 0, "exits": 0, "config_writes": 0}
+        ctx.subscribe("images", self.rewrite_config)
+        ctx.subscribe("hosts", self.rewrite_config)
+
+    def rewrite_config(self) -> None:
+        """Re-render rsyncd.conf; the next connection sees it."""
+        cfg = self.ctx.config
+        if render.write_atomic(render.conf_path(cfg), render.render_from_store(cfg, self.ctx.store)):
+            self.counters["config_writes"] += 1
+            self.log.info("rsyncd.conf rewritten")
+
+    async def serve(self, ready: Callable[[], None]) -> None:
+        cfg = self.ctx.config
+        rsync = shutil.which("rsync")
+        if rsync is None:
+            raise RsyncdDied("rsync not found: install the Debian package rsync")
+        for d in (cfg.run_dir, cfg.log_dir, cfg.images_dir, cfg.scripts_dir, cfg.boot_root):
+            d.mkdir(parents=True, exist_ok=True)
+        self.rewrite_config()
+        self.proc = await asyncio.create_subprocess_exec(
+            rsync, "--daemon", "--no-detach", f"--config={render.conf_path(cfg)}",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        self.counters["starts"] += 1
+        proc = self.proc
+        stderr = asyncio.create_task(proc.stderr.read(64 * 1024))
+        try:
+            deadline = time.monotonic() + LISTEN_TIMEOUT
+            while not listening(proc.pid, cfg.rsyncd.port):
+                if proc.returncode is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise RsyncdDied(f"rsync daemon not listening on port {cfg.rsyncd.port} "
+                                     f"after {LISTEN_TIMEOUT:.0f}s")
+                await asyncio.sleep(0.05)
+            if proc.returncode is None:
+                self.log.info("rsync daemon pid %d on %s:%d", proc.pid, cfg.address, cfg.rsyncd.port)
+                ready()
+            status = await proc.wait()
+            words = (await stderr).decode(errors="replace").strip()
+            self.counters["exits"] += 1
+            detail = f"rsync daemon exited with status {status}" + (f": {words[-500:]}" if words else "")
+            try:
+                self.ctx.store.event("rsyncd", "exit", detail)
+            except Exception:
+                self.log.exception("could not record the rsync daemon's exit")
+            raise RsyncdDied(detail)
+        finally:
+            stderr.cancel()
+            await self._stop(proc)
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is not None:
+            return
+        # The whole process group: the listener and the transfers it forked.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except asyncio.TimeoutError:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+
+    def health(self) -> Health:
+        up = self.proc is not None and self.proc.returncode is None
+        detail = f"rsync pid {self.proc.pid}" if up else "rsync daemon not running"
+        return Health(up, detail, dict(self.counters))
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("tcp", str(self.ctx.config.address), self.ctx.config.rsyncd.port,
+                         "images, scripts, boot (rsync)")]

@@ -1,0 +1,113 @@
+"""rsyncd.conf for the managed daemon: pure rendering plus an atomic write.
+
+Modules: `<image>` (the latest complete version), `<image>@<N>` (each complete
+version), `scripts` and `boot`. Every module is read-only and reachable only
+from the install subnets, known hosts' addresses and 127.0.0.1.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from appliance.config import Config
+
+TEMPLATE = Path(__file__).with_name("rsyncd.conf.j2")
+# Same rule as appliance.images.valid_image_name (services may not import appliance.images).
+_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# A value that would break out of its line or section in rsyncd.conf.
+_UNSAFE_VALUE = re.compile(r"[\n\r\x00\[\]]")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: str
+    comment: str
+
+
+def conf_path(cfg: Config) -> Path:
+    return cfg.run_dir / "rsyncd.conf"
+
+
+def modules(cfg: Config, versions: list[dict]) -> list[Module]:
+    """Modules for the complete versions given (rows of the image_versions table)."""
+    out = [Module("scripts", str(cfg.scripts_dir), "autoinstall scripts and hosts file"),
+           Module("boot", str(cfg.boot_root), "boot files (kernel, initrd, loaders)")]
+    latest: dict[str, dict] = {}
+    for v in sorted(versions, key=lambda v: (v["image"], v["version"])):
+        name, path = v["image"], str(v["path"])
+        if not _IMAGE_NAME.match(name) or ".." in name or _UNSAFE_VALUE.search(path) \
+                or v.get("state", "complete") != "complete":
+            continue  # never let a bad row into the config
+        out.append(Module(f"{name}@{v['version']}", path, f"image {name} version {v['version']}"))
+        latest[name] = v
+    for name, v in sorted(latest.items()):
+        out.append(Module(name, str(v["path"]), f"image {name} (version {v['version']})"))
+    return out
+
+
+def hosts_allow(cfg: Config, host_ips: list[str] = ()) -> list[str]:
+    """The install subnets, 127.0.0.1, and known hosts with addresses outside them."""
+    allow = [str(s.network) for s in cfg.subnets]
+    for ip in host_ips:
+        try:
+            addr = ipaddress.IPv4Address(ip)
+        except ValueError:
+            continue
+        if not any(addr in s.network for s in cfg.subnets) and str(addr) not in allow:
+            allow.append(str(addr))
+    if "127.0.0.1" not in allow:
+        allow.append("127.0.0.1")
+    return allow
+
+
+def render(cfg: Config, versions: list[dict], host_ips: list[str] = ()) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(TEMPLATE.name).render(
+        port=cfg.rsyncd.port, address=cfg.address, log_file=cfg.log_dir / "rsyncd.log",
+        max_connections=cfg.rsyncd.max_connections, lock_file=cfg.run_dir / "rsyncd.lock",
+        hosts_allow=hosts_allow(cfg, list(host_ips)), modules=modules(cfg, versions))
+
+
+def render_from_store(cfg: Config, store) -> str:
+    return render(cfg, store.complete_image_versions(), [h.ip for h in store.hosts() if h.ip])
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Replace path with text (temp file + rename); False when it was already so."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".rsyncd.conf.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return True
+
+
+def write_config(cfg: Config, store) -> Path:
+    """Render from the store and install the result where the daemon reads it."""
+    path = conf_path(cfg)
+    write_atomic(path, render_from_store(cfg, store))
+    return path
