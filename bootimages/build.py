@@ -29,6 +29,7 @@ from .modules import ModuleError, ModuleIndex, load_bytes, module_name
 
 INITRD_FILES = Path(__file__).parent / "initrd"
 BUILDER_VERSION = "1"
+KEEP_BUILDS = 6
 
 # Modules loaded at boot: common NICs, disk controllers, USB storage (for a
 # local.cfg stick), file systems. Anything built in is simply skipped.
@@ -237,30 +238,30 @@ class Builder:
             raise BuildError("a custom kernel needs both --kernel FILE and --modules-dir DIR")
         if opts.compression not in ("gzip", "xz"):
             raise BuildError(f"compression {opts.compression!r}: use gzip or xz")
+        tools = self._tools()
         if opts.kernel:
             if not opts.kernel.is_file():
                 raise BuildError(f"--kernel {opts.kernel}: no such file")
             if not opts.modules_dir.is_dir():
                 raise BuildError(f"--modules-dir {opts.modules_dir}: no such directory")
             kver = opts.modules_dir.name
+        elif opts.kernel_version:
+            kver = opts.kernel_version
         else:
             self.step("asking apt for the current kernel")
-            kver = opts.kernel_version or debs.current_kernel_version()
-        tools = self._tools()
+            kver = debs.current_kernel_version()
         packages = [t.package for t in tools] + ([] if opts.kernel else [f"linux-image-{kver}"])
         names = sorted(debs.candidate_filenames(packages).values()) or packages
         key = _inputs_key(opts, kver, names)
         cached = Path(opts.cache_dir) / "builds" / key
-        if opts.use_cache and (cached / "result.json").exists():
+        if opts.use_cache and (cached / "result.json").exists() and self._still_current(cached):
             self.step("reusing the cached build")
+            os.utime(cached)   # recently used: pruned last
             return self._install(cached, out, started, cached=True)
 
         with tempfile.TemporaryDirectory(prefix="si-bootimage-") as tmp:
             tmp = Path(tmp)
             pkgroot, kroot = tmp / "pkgs", tmp / "kernel"
-            self._fetch_many(packages)
-            for tool in tools:
-                debs.extract(self._fetch(tool.package), pkgroot)
             if opts.kernel:
                 kernel_file, moddir = opts.kernel, opts.modules_dir
             else:
@@ -271,6 +272,9 @@ class Builder:
                 moddir = kroot / "lib" / "modules" / kver
             self.step("choosing kernel modules")
             modules, builtin = self._add_modules(moddir, kver, tools)
+            self._fetch_many([t.package for t in tools])
+            for tool in tools:
+                debs.extract(self._fetch(tool.package), pkgroot)
             self.step("adding busybox and its applets")
             self._add_busybox(pkgroot)
             self.step("adding tools and the libraries they need")
@@ -283,14 +287,22 @@ class Builder:
             shutil.copyfile(kernel_file, staging / "kernel")
             info = {"kernel_version": kver, "uncompressed_size": raw,
                     "files": len(self.tree.items), "modules": modules, "builtin": builtin,
-                    "libraries": libs}
+                    "libraries": libs, "packages": {p: d.name for p, d in sorted(self.fetched.items())}}
             (staging / "result.json").write_text(json.dumps(info, indent=1))
             if opts.use_cache:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(cached, ignore_errors=True)
                 shutil.copytree(staging, cached)
+                _prune(cached.parent, keep=KEEP_BUILDS)
                 return self._install(cached, out, started)
             return self._install(staging, out, started)
+
+    @staticmethod
+    def _still_current(cached: Path) -> bool:
+        """A cached build is stale when apt now offers a newer .deb of any package in it (a libc fix)."""
+        used = json.loads((cached / "result.json").read_text()).get("packages", {})
+        now = debs.candidate_filenames(list(used))
+        return all(now.get(p, name) == name for p, name in used.items())
 
     def _install(self, src: Path, out: Path, started: float, cached: bool = False) -> BuildResult:
         info = json.loads((src / "result.json").read_text())
@@ -316,7 +328,7 @@ class Builder:
         except ModuleError as exc:
             raise BuildError(str(exc)) from None
         dep_lines = []
-        deps_of: dict[str, list[str]] = {}
+        deps_of: dict[str, str] = {}   # relpath in the tree -> relpath in the initrd
         for rel in order:
             data = load_bytes(moddir / rel)
             plain = rel
@@ -451,6 +463,13 @@ class Builder:
             with stream:
                 writer = self.tree.write(stream, mtime, self.on_bytes)
         return writer.bytes_written
+
+
+def _prune(builds: Path, keep: int) -> None:
+    """Keep the newest few cached builds (about 20 MB each)."""
+    entries = sorted((p for p in builds.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def build(opts: BuildOptions, step: Step = _noop, on_bytes: Bytes = _noop) -> BuildResult:

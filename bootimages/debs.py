@@ -49,15 +49,19 @@ def current_kernel_version() -> str:
 
 
 def candidate_filenames(packages: list[str]) -> dict[str, str]:
-    """{package: .deb file name} for those apt knows (virtual packages are left out)."""
+    """{package: the .deb name `apt-get download` writes} for those apt knows (virtual ones are left out).
+
+    That name is package_version_arch.deb with the epoch's ':' written %3a,
+    unlike the pool Filename, which drops the epoch.
+    """
     proc = subprocess.run(["apt-cache", "show", "--no-all-versions", *packages], capture_output=True, text=True)
     names: dict[str, str] = {}
-    pkg = None
-    for line in proc.stdout.splitlines():
-        if line.startswith("Package:"):
-            pkg = line.split(":", 1)[1].strip()
-        elif line.startswith("Filename:") and pkg in packages:
-            names.setdefault(pkg, line.split(":", 1)[1].strip().rsplit("/", 1)[-1])
+    for stanza in proc.stdout.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " ")
+        pkg = fields.get("Package")
+        if pkg in packages and "Version" in fields and "Architecture" in fields:
+            version = fields["Version"].replace(":", "%3a")
+            names.setdefault(pkg, f"{pkg}_{version}_{fields['Architecture']}.deb")
     return names
 
 

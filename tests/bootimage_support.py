@@ -1,9 +1,11 @@
 """Helpers shared by the tests/test_bootimage_*.py files (not a test module)."""
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,32 +35,38 @@ def run_functions(script: str, env: dict | None = None, tmp: Path | None = None)
 
 
 @functools.lru_cache(maxsize=None)
-def built_image(out: str) -> tuple:
-    """Build (or reuse from the cache) the default boot image once per test run."""
+def built_image() -> tuple:
+    """Build (or reuse from the build cache) the default boot image once per test run."""
     started = time.monotonic()
-    result = build(BuildOptions(output=Path(out)))
+    result = build(BuildOptions(output=_tmpdir("bootimage")))
     return result, time.monotonic() - started
 
 
 @functools.lru_cache(maxsize=None)
-def debian_modules_tree(root: str) -> Path:
-    """The current Debian kernel's modules, unpacked, with depmod's own modules.dep."""
+def debian_modules_tree() -> Path:
+    """The current Debian kernel's modules, unpacked once per run, with depmod's own modules.dep."""
     if shutil.which("depmod") is None:
         pytest.fail("depmod not found: install the Debian package kmod")
     kver = debs.current_kernel_version()
     deb = debs.DebCache(debs.default_cache_dir()).fetch(f"linux-image-{kver}")
-    dest = Path(root)
+    dest = _tmpdir("linux-image")
     debs.extract(deb, dest)
     subprocess.run(["depmod", "-b", str(dest), kver], check=True, capture_output=True)
     return dest / "lib" / "modules" / kver
 
 
+def _tmpdir(name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"si-test-{name}-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 @pytest.fixture(scope="session")
-def bootimage(tmp_path_factory):
+def bootimage():
     """(BuildResult, seconds the build took in this run)."""
-    return built_image(str(tmp_path_factory.mktemp("bootimage")))
+    return built_image()
 
 
 @pytest.fixture(scope="session")
-def debian_modules(tmp_path_factory) -> Path:
-    return debian_modules_tree(str(tmp_path_factory.mktemp("linux-image")))
+def debian_modules() -> Path:
+    return debian_modules_tree()

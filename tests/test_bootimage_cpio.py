@@ -101,3 +101,26 @@ def test_truncated_archive_is_an_error():
     data = _sample()
     with pytest.raises(CpioError):
         list(read(data[: len(data) // 2]))
+
+
+@pytest.mark.parametrize("compression", ["gzip", "xz"])
+def test_initrd_compression_is_what_the_kernel_reads(tmp_path, compression):
+    """gzip, or xz with CRC32 checks (the kernel's xz decoder rejects CRC64/SHA-256)."""
+    import gzip
+    import lzma
+
+    from bootimages.build import BuildOptions, Builder
+
+    builder = Builder(BuildOptions(output=tmp_path, compression=compression, cache_dir=tmp_path))
+    builder.tree.file("usr/bin/hello", b"x" * 100000, 0o755)
+    builder.tree.symlink("bin", "usr/bin")
+    raw = builder._write_initrd(tmp_path / "initrd.img")
+    data = (tmp_path / "initrd.img").read_bytes()
+    if compression == "xz":
+        assert data[:6] == b"\xfd7zXZ\x00" and data[7] == lzma.CHECK_CRC32
+        plain = lzma.decompress(data)
+    else:
+        assert data[:2] == b"\x1f\x8b"
+        plain = gzip.decompress(data)
+    assert len(plain) == raw
+    assert {e.name for e in read(plain)} == {"usr", "usr/bin", "usr/bin/hello", "bin"}

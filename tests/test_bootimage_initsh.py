@@ -127,3 +127,65 @@ def test_json_escape_makes_valid_json(tmp_path):
     proc = run_functions(f'printf \'{{"log": "\'; si_json_escape < "{tmp_path / "in"}"; printf \'"}}\'',
                          tmp=tmp_path)
     assert json.loads(proc.stdout)["log"] == 'quote " back \\ tab cr bell unicode é\nsecond line\n'
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("node2", True), ("www-3.example.com", True), ("A1", True),
+    ("", False), ("../etc", False), ("a/b", False), ("-x", False), (".x", False), ("a..b", False),
+    ("a b", False), ("a;reboot", False), ("x" * 254, False),
+])
+def test_hostname_validation(tmp_path, name, ok):
+    assert run_functions(f"si_valid_hostname '{name}'", tmp=tmp_path).returncode == (0 if ok else 1)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_progress_posts_json_with_only_new_log_text(tmp_path):
+    """si_post against a real HTTP server on loopback, through busybox wget."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    port, events = _free_port(), tmp_path / "events.jsonl"
+    www = tmp_path / "www"
+    www.mkdir()
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "bootimage_httpd.py"),
+                               "127.0.0.1", str(port), str(www), str(events)])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                import socket
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        env = {"IMAGESERVER": "127.0.0.1", "SI_HTTP_PORT": str(port), "HOSTNAME": "node7"}
+        proc = run_functions(
+            'si_say "first \\"line\\""; si_post running partition 12 3456 || exit 9\n'
+            'si_say second; si_post running rsync x y || exit 9\n'
+            'si_post failed "the end" || exit 9\n'
+            'SI_HTTP_PORT=1 si_post running nowhere && exit 8\n'
+            'si_say after-a-lost-post; si_post running again 50 || exit 9\n',
+            env=env, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        server.terminate()
+        server.wait()
+    posts = [json.loads(line) for line in events.read_text().splitlines()]
+    assert all(p["path"] == "/api/installs/node7" and p["content_type"] == "application/json"
+               and p["error"] is None for p in posts), posts
+    bodies = [p["body"] for p in posts]
+    assert [(b["state"], b["phase"], b["percent"], b["bytes"]) for b in bodies] == [
+        ("running", "partition", 12, 3456), ("running", "rsync", None, None), ("failed", "the end", None, None),
+        ("running", "again", 50, None)]   # an unknown number goes as null: the appliance keeps what it had
+    assert bodies[0]["log"].endswith('SystemImager: first "line"\n') and bodies[0]["log"].count("\n") == 1
+    assert bodies[1]["log"].endswith("SystemImager: second\n") and "first" not in bodies[1]["log"]
+    assert bodies[2]["log"] == ""
+    assert bodies[3]["log"].endswith("after-a-lost-post\n")   # nothing lost while the server was away

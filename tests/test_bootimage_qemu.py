@@ -93,21 +93,28 @@ def _www(tmp_path: Path, scripts: dict[str, str]) -> Path:
 
 
 def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], start_pattern: str,
-          end_pattern: str | None):
+          end_pattern: str | None, dhcpd_conf: str | None = None):
     """Boot under QEMU in a lab namespace; returns (start match, end match, console, events, wall s)."""
     events, console = tmp_path / "events.jsonl", tmp_path / "console.log"
     with Lab() as lab:
         ns = lab.namespace("boot")
         lab.bridge(ns, "br0", f"{SERVER}/24")
         lab.tap(ns, "tap0", "br0")
+        if dhcpd_conf:   # busybox udhcpd, only on the namespace's bridge
+            (tmp_path / "udhcpd.conf").write_text(dhcpd_conf)
+            (tmp_path / "leases").touch()
+            lab.popen(ns, "busybox", "udhcpd", "-f", str(tmp_path / "udhcpd.conf"),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         lab.popen(ns, sys.executable, str(HERE / "bootimage_httpd.py"), SERVER, str(PORT), str(root), str(events))
+        qemu_err = open(tmp_path / "qemu.stderr", "w")
         started = time.monotonic()
         qemu = lab.popen(ns, "qemu-system-x86_64", "-accel", _qemu_accel(), "-m", "512", "-smp", "1",
                          "-display", "none", "-no-reboot", "-serial", f"file:{console}",
                          "-kernel", str(result.kernel), "-initrd", str(result.initrd),
                          "-append", f"console=ttyS0 panic=-1 {cmdline}",
                          "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                         "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02", *extra)
+                         "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:02", *extra,
+                         stdout=qemu_err, stderr=qemu_err)
         start = _wait_for(console, start_pattern, 150, qemu)
         wall = time.monotonic() - started
         end = _wait_for(console, end_pattern, 60, qemu) if (start and end_pattern) else None
@@ -118,7 +125,9 @@ def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], st
                 pass
         else:
             time.sleep(2)   # let the last POST land
+    qemu_err.close()
     text = console.read_text(errors="replace") if console.exists() else "(no console output)"
+    text += "\n[qemu stderr] " + (tmp_path / "qemu.stderr").read_text(errors="replace")
     return start, end, text, _events(events), wall
 
 
@@ -153,6 +162,7 @@ def test_initrd_boots_finds_hostname_and_runs_script(bootimage, tmp_path):  # no
     full_log = "".join(b["log"] for b in bodies)
     assert 'quote " backslash \\ tab end' in full_log
     assert "fetching http://10.77.0.1:8080/scripts/node2.sh" in full_log
+    print("\n" + "\n".join(line for line in text.splitlines() if "SystemImager:" in line or "Run /init" in line))
     print(f"\nBOOTIMAGE initrd={result.initrd_size} bytes ({result.initrd_size / 2**20:.1f} MiB) "
           f"build={build_seconds:.1f}s cached={result.cached} kernel_to_script={uptime:.1f}s "
           f"qemu_start_to_script={wall_to_script:.1f}s accel={_qemu_accel()}")
@@ -203,3 +213,29 @@ def test_local_cfg_from_disk_and_usb_stick_and_a_failing_script(bootimage, tmp_p
     assert failed and "mkfs failed on /dev/vda" in failed[0]["phase"]
     log = "".join(b["log"] for b in bodies)
     assert "FAILED: mkfs failed on /dev/vda" in log and "removable" in log
+
+
+def test_dhcp_boot_uses_site_option_over_next_server(bootimage, tmp_path):  # noqa: F811
+    """No network settings on the command line: udhcpc, the site option names the server, hosts names us."""
+    _require()
+    result, _ = bootimage
+    root = _www(tmp_path, {n: SCRIPT.replace("SI-MARKER", f"SI-MARKER-{n}") for n in ("node2", "node21")})
+    dhcpd = "\n".join([
+        "start 10.77.0.100", "end 10.77.0.110", "interface br0", f"lease_file {tmp_path}/leases",
+        f"pidfile {tmp_path}/udhcpd.pid", "siaddr 10.77.0.99",            # next-server: must lose
+        f"static_lease 52:54:00:77:00:02 {GUEST}", "option subnet 255.255.255.0",
+        f"option router {SERVER}", "option domain lab.test",
+        "option 0xe0 0a4d0001",                                           # site option 224: 10.77.0.1
+    ]) + "\n"
+    start, end, text, seen, wall = _boot(
+        result, tmp_path, root, f"SI_HTTP_PORT={PORT} SI_LOCALCFG=0", [],
+        r"SI-MARKER-(\w+) script-start uptime=([\d.]+)(.*)", r"SI-MARKER-\w+ script-end", dhcpd_conf=dhcpd)
+    assert start and end, f"no DHCP install; console:\n{text[-4000:]}"
+    assert start.group(1) == "node2"
+    assert f"ip={GUEST} mask=255.255.255.0 dev=eth0 mac=52:54:00:77:00:02 server={SERVER} port={PORT}" \
+        in start.group(3)
+    assert "DHCP gave 10.77.0.2/255.255.255.0 gateway 10.77.0.1 from 10.77.0.1" in text
+    posts = [e for e in seen if e["method"] == "POST"]
+    assert posts and all(e["client"] == GUEST and e["path"] == "/api/installs/node2" for e in posts)
+    assert posts[-1]["body"]["state"] == "succeeded"
+    print(f"\nBOOTIMAGE dhcp kernel_to_script={float(start.group(2)):.1f}s qemu_start_to_script={wall:.1f}s")

@@ -152,6 +152,14 @@ si_hosts_lookup() {
         }'
 }
 
+# A host name we can put in a URL and a file name: letters, digits, '-', '.'.
+si_valid_hostname() {
+    case "$1" in
+        ''|.*|-*|*..*|*[!A-Za-z0-9.-]*) return 1 ;;
+    esac
+    [ "${#1}" -le 253 ]
+}
+
 # --- network -------------------------------------------------------------
 
 si_nics() {
