@@ -53,7 +53,7 @@ class DhcpConfig:
     mode: str = "server"          # "server" assigns addresses; "proxy" only answers PXE
     enrol: bool = False           # unknown MACs are recorded in the hosts table
     site_option: int = 224        # image-server hint also sent under this code
-    probe_seconds: float = 3.0    # look for another DHCP server this long before serving
+    probe_seconds: float = 4.0    # look for another DHCP server this long (dnsmasq pings ~3 s first)
     port: int = 67
     loader: str = "ipxe"          # BIOS/UEFI first stage: "ipxe" (HTTP scripts) or "pxelinux"
 
@@ -284,7 +284,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
     if not 224 <= site_option <= 254:
         raise ConfigError(f"dhcp.site_option: {site_option} is not a site-specific code (224-254)")
     dhcp = DhcpConfig(mode, _take(dhcp_t, "enrol", "dhcp.", bool, False), site_option,
-                      float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 3.0)),
+                      float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 4.0)),
                       _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"))
     if dhcp.loader not in ("ipxe", "pxelinux"):
         raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not 'ipxe' or 'pxelinux'")
@@ -367,7 +367,7 @@ lease_time = 3600              # seconds
 mode = "server"                # "proxy": answer PXE only, another server assigns addresses
 enrol = false                  # true: unknown MACs are recorded (never installed unasked)
 site_option = 224              # image-server hint also sent under this code (224-254)
-probe_seconds = 3              # look for a rogue DHCP server before serving
+probe_seconds = 4              # look for a rogue DHCP server before serving
 loader = "ipxe"                # "ipxe": kernel/initrd over HTTP; "pxelinux": all over TFTP
 
 [tftp]

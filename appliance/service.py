@@ -51,6 +51,7 @@ class Context:
         # Files rendered on request (pxelinux.cfg/01-<mac>, iPXE/GRUB configs): each
         # provider maps (path, client_ip) to bytes, or None when the path is not its.
         self.dynamic_files: list[Callable[[str, str], bytes | None]] = []
+        self.force = False  # 'si up --force': the operator overrides safety refusals
 
     def dynamic_file(self, path: str, client_ip: str) -> bytes | None:
         for provider in self.dynamic_files:

@@ -40,10 +40,12 @@ def make_context(cfg) -> Context:
 
 def up(args) -> int:
     ctx = make_context(checked_config(args))
+    ctx.force = args.force  # --force also overrides the DHCP rogue-server refusal
     bootconfig.prepare_boot_root(ctx.config)
 
     def reload() -> Context:
         new = make_context(checked_config(args))
+        new.force = args.force
         bootconfig.prepare_boot_root(new.config)
         return new
 

@@ -47,7 +47,7 @@ class DhcpService(Service):
     # --- lifecycle -------------------------------------------------------------
     async def serve(self, ready) -> None:
         cfg = self.cfg
-        forced = bool(getattr(self.ctx, "force", False))
+        forced = self.ctx.force
         if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
             rogues = await self._probe()
             if rogues and not forced:
