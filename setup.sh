@@ -7,12 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBIAN_PACKAGES=(
-  python3 python3-venv iproute2 curl
-  rsync busybox-static fdisk dosfstools e2fsprogs xorriso mtools
-  qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf
-  pxelinux syslinux-common syslinux-efi grub-efi-amd64-bin grub-pc-bin
-  tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server
-  chromium openssh-server openssh-client
+  # the appliance and its tools
+  python3 python3-venv iproute2 curl util-linux kmod
+  rsync busybox-static fdisk dosfstools e2fsprogs xfsprogs acl xorriso mtools
+  pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin grub-pc-bin grub-common
+  # the lab: QEMU machines with PXE firmware
+  qemu-system-x86 qemu-utils ipxe-qemu ovmf
+  # peers and clients the tests and benchmarks measure against
+  tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server bind9-dnsutils
+  libwrap0 chromium openssh-server openssh-client
 )
 
 if [ "$(id -u)" -ne 0 ]; then
