@@ -190,3 +190,13 @@ def test_http_serves_the_client_program(tmp_path):
 
     status, body = asyncio.run(fetch())
     assert status == 200 and body == SICLIENT.read_bytes()
+
+
+def test_the_manuals_spelling_parses():
+    from appliance.cli import build_parser, normalise_single_dash
+    parser = build_parser()
+    for argv in (["getimage", "-golden-client", "gc1", "-image", "web"],
+                 ["getimage", "-g", "gc1", "-im", "web", "-ip", "static"]):
+        args = parser.parse_args(normalise_single_dash(argv))
+        assert (args.golden_client, args.image) == ("gc1", "web")
+    assert parser.parse_args(normalise_single_dash(argv)).ip_assignment == "static"
