@@ -14,11 +14,13 @@ from aiohttp import web
 
 from services import safepath
 
+from . import monitor
 from .service import Context, Endpoint, Health, Service
 
 ROUTE_PROVIDERS: list[str] = [
     "appliance.client.routes:add_routes",
 ]
+CTX_KEY = web.AppKey("ctx", Context)
 INSTALL_STATES = ("running", "succeeded", "failed")
 MAX_PROGRESS_BODY = 1024 * 1024
 
@@ -34,7 +36,7 @@ def _error(status: int, message: str) -> web.Response:
 def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Application:
     counters = counters if counters is not None else {}
     app = web.Application(client_max_size=MAX_PROGRESS_BODY)
-    app["ctx"] = ctx
+    app[CTX_KEY] = ctx
     store = ctx.store
 
     async def health(request: web.Request) -> web.Response:
@@ -51,7 +53,10 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
         return _json(store.images())
 
     async def installs(request):
-        return _json([i.as_dict() for i in store.installs()])
+        return _json(monitor.install_rows(store.installs()))
+
+    async def monitor_page(request):
+        return web.Response(text=monitor.PAGE, content_type="text/html")
 
     async def progress(request: web.Request) -> web.Response:
         """An autoinstalling client reports a phase, percent, bytes or its result."""
@@ -128,6 +133,7 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
     app.router.add_get("/api/leases", leases)
     app.router.add_get("/api/images", images)
     app.router.add_get("/api/installs", installs)
+    app.router.add_get("/monitor", monitor_page)
     app.router.add_post("/api/installs/{hostname}", progress)
     # /boot: TFTP's root over HTTP; /scripts: the hosts file and per-host
     # autoinstall scripts that autoinstalling clients fetch.

@@ -20,7 +20,10 @@ log = logging.getLogger("si.supervisor")
 # name -> "module:Class". A service is listed here only once it works.
 REGISTRY: dict[str, str] = {
     "http": "appliance.http:HttpService",
+    "tftp": "services.tftp.server:TftpService",
+    "dns": "services.dns.server:DnsService",
     "rsyncd": "services.rsyncd.daemon:RsyncdService",
+    "dhcp": "services.dhcp.server:DhcpService",
 }
 
 BACKOFF_FIRST = 0.5

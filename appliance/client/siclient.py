@@ -11,6 +11,12 @@ as module `root`, only to the image server, behind a one-time secret. Its
 files live in /run (gone at reboot), so the daemon never comes back after a
 reboot. `prepareclient --stop` tears it down at once.
 
+updateclient (on an installed client) brings it to an image version with
+rsync deltas, never touching what makes the machine itself (see
+DEFAULT_UPDATE_EXCLUDES and /etc/systemimager/updateclient.local.exclude);
+`updateclient --autoinstall` sets up a one-time boot into the autoinstall
+kernel instead, re-deploying the machine at its next reboot.
+
 Each subcommand is a function registered with @subcommand; add new ones the
 same way. Keep this file standard-library only and Python 3.6 compatible.
 """
@@ -121,10 +127,41 @@ def list_disks(lsblk_json):
     return disks
 
 
+BLKID_FIELDS = {"UUID": "uuid", "TYPE": "fstype", "LABEL": "label",
+                "PART_ENTRY_UUID": "partuuid", "PART_ENTRY_NAME": "partlabel"}
+
+
+def complete_with_blkid(tree):
+    """Fill what lsblk leaves empty by probing the devices with blkid.
+
+    lsblk takes UUIDs, labels and file system types from udev's database;
+    where udev does not run (containers, rescue systems) they come back null,
+    and the install could not match fstab's UUID= lines to partitions.
+    """
+    def visit(dev):
+        path = dev.get("path") or "/dev/" + dev.get("name", "")
+        if any(dev.get(key) is None for key in BLKID_FIELDS.values()):
+            status, out, _ = run(["blkid", "-p", "-o", "export", path])
+            if status == 0:
+                for line in out.splitlines():
+                    key, _, value = line.partition("=")
+                    if key in BLKID_FIELDS and dev.get(BLKID_FIELDS[key]) is None:
+                        dev[BLKID_FIELDS[key]] = value.lower() if key == "PART_ENTRY_UUID" else value
+        for child in dev.get("children", []):
+            visit(child)
+    for dev in tree.get("blockdevices", []):
+        visit(dev)
+    return tree
+
+
 def record_disks(root, chosen):
     schemes = os.path.join(root, SI_DIR, "partitionschemes")
     status, out, err = run(["lsblk", "-J", "-b", "-O"])
     if status == 0:
+        try:
+            out = json.dumps(complete_with_blkid(json.loads(out)), indent=1) + "\n"
+        except ValueError:
+            pass
         write_file(os.path.join(schemes, "disks.json"), out)
     else:
         say("Warning: lsblk failed (%s); disks.json not written" % err.strip())
@@ -364,6 +401,304 @@ When it is done, run 'prepareclient --stop' here (or reboot).""".format(
 
 
 prepareclient.configure = prepareclient_configure
+
+
+# --- updateclient ------------------------------------------------------------
+
+UPDATE_EXCLUDE_FILE = "etc/systemimager/updateclient.local.exclude"
+LEGACY_EXCLUDE_FILE = "etc/systemimager.exclude"   # the 2.0 manual's name, still honoured
+# What an update must never touch: data, logs, and what makes this machine itself
+# (its name, disks, network, host keys, boot loader configuration).
+DEFAULT_UPDATE_EXCLUDES = """\
+# Paths updateclient never changes on this machine (rsync exclude patterns,
+# anchored at /). Add your own below; lines starting with # are comments.
+/home/
+/root/
+/tmp/
+/var/tmp/
+/var/log/
+/var/cache/
+/var/lib/dhcp/
+/lost+found/
+/proc/
+/sys/
+/dev/
+/run/
+/mnt/
+/media/
+/etc/hostname
+/etc/hosts
+/etc/fstab
+/etc/mtab
+/etc/machine-id
+/var/lib/dbus/machine-id
+/etc/network/interfaces
+/etc/network/interfaces.d/
+/etc/systemd/network/
+/etc/NetworkManager/system-connections/
+/etc/resolv.conf
+/etc/ssh/ssh_host_*
+/etc/systemimager/
+/etc/systemimager.exclude
+/boot/grub/grub.cfg
+/boot/grub/grubenv
+/boot/grub/custom.cfg
+/boot/efi/
+/boot/systemimager/
+/local.cfg
+"""
+_IMAGE_SPEC = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.+-]{0,63})(?::(\d+))?$")
+_PROGRESS2 = re.compile(r"^\s*([\d,]+)\s+(\d+)%")
+
+
+def rsync_module(image):
+    """'web_v1' -> 'web_v1' (latest version), 'web_v1:3' -> 'web_v1@3'."""
+    m = _IMAGE_SPEC.match(image)
+    if not m or ".." in image:
+        raise Fail("--image %r is not NAME or NAME:VERSION" % image)
+    return m.group(1) if m.group(2) is None else "%s@%s" % (m.group(1), m.group(2))
+
+
+def exclude_file(root):
+    """The exclusion list to use, written with the defaults the first time."""
+    path = os.path.join(root, UPDATE_EXCLUDE_FILE)
+    if not os.path.exists(path):
+        write_file(path, DEFAULT_UPDATE_EXCLUDES, backup=False)
+    return path
+
+
+def report(args, payload):
+    """Tell the appliance how the update goes; never fail the update over it."""
+    if not args.report:
+        return
+    import urllib.request
+    url = "http://%s:%d/api/installs/%s" % (args.server, args.http_port, args.hostname)
+    body = json.dumps(dict(payload, kind="update")).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=5).close()
+    except Exception as exc:  # the appliance may be down or refuse us; the update goes on
+        if not getattr(args, "_report_warned", False):
+            say("(progress not reported to %s: %s)" % (url, exc))
+            args._report_warned = True
+
+
+def updateclient_configure(p):
+    p.add_argument("--server", "-s", required=True, help="the image server")
+    p.add_argument("--image", "-i", help="NAME or NAME:VERSION to bring this machine to")
+    p.add_argument("--root", default="/", help="update this directory instead of / (tests, chroots)")
+    p.add_argument("--dry-run", "-n", action="store_true", help="list what would change; change nothing")
+    p.add_argument("--exclude-file", action="append", default=[],
+                   help="more rsync exclude patterns (besides %s)" % UPDATE_EXCLUDE_FILE)
+    p.add_argument("--port", type=int, default=873, help="the image server's rsync port")
+    p.add_argument("--http-port", type=int, default=8080, help="the appliance's HTTP port (progress)")
+    p.add_argument("--hostname", default=socket.gethostname().split(".")[0],
+                   help="this machine's name on the appliance (default: its hostname)")
+    p.add_argument("--no-report", dest="report", action="store_false",
+                   help="do not report progress to the appliance")
+    p.add_argument("--autoinstall", "-a", action="store_true",
+                   help="do not update: set up the next reboot to re-deploy this machine")
+    p.add_argument("--configure-from", "--config", "-c", dest="configure_from", metavar="IFACE",
+                   help="with --autoinstall: write local.cfg from this interface's live settings")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+
+@subcommand("updateclient", "bring this machine to an image version (or re-deploy it with --autoinstall)")
+def updateclient(args):
+    if not _SAFE_HOST.match(args.server):
+        raise Fail("--server %r is not a host name or IP address" % args.server)
+    root = os.path.realpath(args.root)
+    if args.autoinstall:
+        return autoinstall_next_boot(args, root)
+    if not args.image:
+        raise Fail("--image: name the image (NAME or NAME:VERSION) to update to")
+    module = rsync_module(args.image)
+    excludes = [exclude_file(root)]
+    legacy = os.path.join(root, LEGACY_EXCLUDE_FILE)
+    if os.path.exists(legacy):
+        excludes.append(legacy)
+    for extra in args.exclude_file:
+        if not os.path.isfile(extra):
+            raise Fail("--exclude-file %s does not exist" % extra)
+        excludes.append(extra)
+    cmd = ["rsync", "-aHAX", "--numeric-ids", "--delete", "--port", str(args.port)]
+    for path in excludes:
+        cmd.append("--exclude-from=" + path)
+    if args.dry_run:
+        cmd += ["--dry-run", "--itemize-changes", "--info=del1", "--out-format=%i %n%L"]
+    else:
+        cmd += ["--info=progress2"]
+    cmd += ["rsync://%s/%s/" % (args.server, module), root.rstrip("/") + "/"]
+    say("%s %s from %s (module %s) into %s" % ("Checking" if args.dry_run else "Updating to",
+                                              args.image, args.server, module, root))
+    if not args.dry_run:
+        report(args, {"phase": "start", "state": "running", "log": "updateclient %s\n" % args.image})
+    status = _run_rsync(cmd, args)
+    if status != 0:
+        if not args.dry_run:
+            report(args, {"state": "failed", "log": "rsync exit %d\n" % status})
+        raise Fail("rsync from %s::%s failed with exit status %d" % (args.server, module, status))
+    if args.dry_run:
+        say("Dry run: nothing was changed.")
+    else:
+        report(args, {"phase": "done", "percent": 100, "state": "succeeded",
+                      "log": "updated to %s\n" % args.image})
+        say("Done: this machine now matches %s." % args.image)
+    return 0
+
+
+updateclient.configure = updateclient_configure
+
+
+def _run_rsync(cmd, args):
+    """Run rsync, showing its progress (and reporting it every few seconds)."""
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except FileNotFoundError:
+        raise Fail("rsync not found; install it")
+    last_report = 0.0
+    pending = b""
+    fd = proc.stdout.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        # progress2 rewrites one line with \r; everything else ends in \n
+        lines = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+        pending = lines.pop()
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            m = _PROGRESS2.match(line)
+            if m and not args.dry_run:
+                sys.stdout.write("\r" + line.strip()[:78])
+                sys.stdout.flush()
+                if time.time() - last_report > 2:
+                    last_report = time.time()
+                    report(args, {"phase": "rsync", "percent": int(m.group(2)),
+                                  "bytes": int(m.group(1).replace(",", ""))})
+            elif line.strip():
+                say(line)
+    if pending.strip():
+        say(pending.decode("utf-8", "replace"))
+    if not args.dry_run:
+        say("")
+    return proc.wait()
+
+
+# --- updateclient --autoinstall ----------------------------------------------
+
+def live_network(iface):
+    """IPADDR, NETMASK, GATEWAY of an interface as the kernel has them now."""
+    status, out, err = run(["ip", "-j", "-4", "addr", "show", "dev", iface])
+    if status != 0:
+        raise Fail("--configure-from %s: %s" % (iface, (err or "no such interface").strip()))
+    addrs = [a for link in json.loads(out or "[]") for a in link.get("addr_info", [])
+             if a.get("family") == "inet"]
+    if not addrs:
+        raise Fail("--configure-from %s: the interface has no IPv4 address" % iface)
+    prefix = int(addrs[0]["prefixlen"])
+    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF if prefix else 0
+    netmask = ".".join(str((mask >> s) & 255) for s in (24, 16, 8, 0))
+    gateway = ""
+    status, out, _ = run(["ip", "-j", "-4", "route", "show", "default", "dev", iface])
+    if status == 0:
+        routes = json.loads(out or "[]")
+        gateway = routes[0].get("gateway", "") if routes else ""
+    return {"DEVICE": iface, "IPADDR": addrs[0]["local"], "NETMASK": netmask, "GATEWAY": gateway}
+
+
+def _fetch(url, dest):
+    import urllib.request
+    tmp = dest + ".partial"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except Exception as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise Fail("cannot fetch %s: %s" % (url, exc))
+    os.replace(tmp, dest)
+
+
+GRUB_ENTRY = """\
+# Added by 'updateclient --autoinstall': boots the SystemImager autoinstall
+# kernel once (grub-reboot), re-deploying this machine.
+menuentry "SystemImager autoinstall" {
+    insmod part_msdos
+    insmod part_gpt
+    insmod ext2
+    if search --no-floppy --file --set=root /boot/systemimager/kernel; then
+        set si=/boot/systemimager
+    else
+        search --no-floppy --file --set=root /systemimager/kernel
+        set si=/systemimager
+    fi
+    linux $si/kernel %(cmdline)s
+    initrd $si/initrd.img
+}
+"""
+
+
+GRUB_ONCE = """\
+# Added by 'updateclient --autoinstall': honour grub-reboot's one-time entry.
+if [ -s $prefix/grubenv ]; then load_env; fi
+if [ "${next_entry}" ]; then
+    set default="${next_entry}"
+    set next_entry=
+    save_env next_entry
+fi
+"""
+
+
+def autoinstall_next_boot(args, root):
+    """The manual's Examples 12-14: re-deploy this machine at its next reboot."""
+    boot_dir = os.path.join(root, "boot", "systemimager")
+    say("Setting up %s to re-deploy itself from %s at its next reboot." % (root, args.server))
+    if not confirm("Continue?", args.yes):
+        say("Nothing done.")
+        return 1
+    os.makedirs(boot_dir, exist_ok=True)
+    base = "http://%s:%d/boot/systemimager/" % (args.server, args.http_port)
+    say("Retrieving SystemImager kernel...")
+    _fetch(base + "kernel", os.path.join(boot_dir, "kernel"))
+    say("Retrieving SystemImager initial ramdisk...")
+    _fetch(base + "initrd.img", os.path.join(boot_dir, "initrd.img"))
+    if args.configure_from:
+        settings = live_network(args.configure_from)
+        fqdn = socket.getfqdn() if root == "/" else args.hostname
+        settings.update({"HOSTNAME": args.hostname, "IMAGESERVER": args.server,
+                         "SI_HTTP_PORT": str(args.http_port),
+                         "DOMAINNAME": fqdn.split(".", 1)[1] if "." in fqdn else ""})
+        text = "".join("%s=%s\n" % (k, v) for k, v in sorted(settings.items()) if v != "")
+        write_file(os.path.join(root, "local.cfg"), "# written by updateclient --autoinstall\n" + text)
+    cmdline = "IMAGESERVER=%s SI_HTTP_PORT=%d" % (args.server, args.http_port)
+    grub_dir = os.path.join(root, "boot", "grub")
+    if not os.path.isdir(grub_dir):
+        raise Fail("%s not found: this machine does not boot with GRUB; add a boot entry for "
+                   "%s/kernel and initrd.img by hand" % (grub_dir, boot_dir))
+    say("Adding SystemImager entry in %s/custom.cfg..." % grub_dir)
+    write_file(os.path.join(grub_dir, "custom.cfg"), GRUB_ENTRY % {"cmdline": cmdline})
+    grub_cfg = os.path.join(grub_dir, "grub.cfg")
+    if os.path.exists(grub_cfg):
+        with open(grub_cfg) as f:
+            cfg_text = f.read()
+        if "custom.cfg" not in cfg_text:
+            # Not a Debian grub.cfg (which sources custom.cfg and honours next_entry):
+            # add the one-time logic and the entry to it directly.
+            once = "" if "next_entry" in cfg_text else GRUB_ONCE
+            # At the end, so no later 'set default' undoes it.
+            write_file(grub_cfg, cfg_text.rstrip("\n") + "\n\n" + GRUB_ENTRY % {"cmdline": cmdline} + once)
+    # One-time default: GRUB boots it once, then goes back to the normal entry.
+    envfile = os.path.join(grub_dir, "grubenv")
+    tool = shutil.which("grub-editenv")
+    if tool is None:
+        raise Fail("grub-editenv not found; install GRUB's tools (Debian package grub-common)")
+    if not os.path.exists(envfile):
+        run([tool, envfile, "create"], check=True)
+    run([tool, envfile, "set", "next_entry=SystemImager autoinstall"], check=True)
+    say("Done: the next reboot runs the SystemImager autoinstall once (grub-reboot).")
+    return 0
+
 
 
 # --- entry point -------------------------------------------------------------

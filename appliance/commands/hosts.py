@@ -14,12 +14,64 @@ def register(sub) -> None:
     ls = actions.add_parser("list", help="the hosts table")
     add_config_arg(ls)
     ls.set_defaults(func=list_hosts)
+    st = actions.add_parser("set", help="set a host's MAC, image, group or serial console (creates it if new)")
+    add_config_arg(st)
+    st.add_argument("hostname")
+    st.add_argument("--mac", help="the machine's MAC address: its DHCP reservation and boot config key")
+    st.add_argument("--ip", help="fixed address (static_dhcp reservation)")
+    st.add_argument("--image", help="image its autoinstall installs")
+    st.add_argument("--group", help="group name, for pushupdate --group")
+    st.add_argument("--console", help="serial console for installs, e.g. ttyS0,115200n8 ('' clears)")
+    st.set_defaults(func=set_host)
     for name, netboot, text in (("reinstall", "install", "next PXE boot autoinstalls HOST"),
                                 ("local", "local", "next PXE boot goes to HOST's own disk")):
         q = actions.add_parser(name, help=text)
         add_config_arg(q)
         q.add_argument("hostname")
         q.set_defaults(func=lambda args, netboot=netboot: set_netboot(args, netboot))
+
+
+def set_host(args) -> int:
+    import ipaddress
+    from dataclasses import replace
+    from ..config import valid_domain
+    from ..store.records import Host, normalise_mac
+    cfg = load_config(args)
+    store = open_store(cfg)
+    if not valid_domain(args.hostname) or "." in args.hostname:
+        raise CliError(f"hostname: {args.hostname!r} is not a valid host name")
+    host = store.host(args.hostname) or Host(args.hostname)
+    changes = {}
+    if args.mac is not None:
+        try:
+            changes["mac"] = normalise_mac(args.mac)
+        except ValueError as exc:
+            raise CliError(f"--mac: {exc}") from None
+        other = store.host_by_mac(changes["mac"])
+        if other and other.hostname != args.hostname:
+            raise CliError(f"--mac: {changes['mac']} already belongs to {other.hostname}")
+    if args.ip is not None:
+        try:
+            ip = ipaddress.IPv4Address(args.ip)
+        except ValueError:
+            raise CliError(f"--ip: {args.ip!r} is not an IPv4 address") from None
+        if cfg.subnets and cfg.subnet_for(ip) is None:
+            raise CliError(f"--ip: {ip} is in none of the configured subnets")
+        other = store.host_by_ip(str(ip))
+        if other and other.hostname != args.hostname:
+            raise CliError(f"--ip: {ip} already belongs to {other.hostname}")
+        changes["ip"] = str(ip)
+    if args.image is not None:
+        changes["image"] = args.image or None
+    if args.group is not None:
+        changes["grp"] = args.group or None
+    if args.console is not None:
+        changes["console"] = args.console or None
+    host = replace(host, **changes)
+    store.upsert_host(host)
+    print(f"{host.hostname}: mac {host.mac or '-'} ip {host.ip or '-'} image {host.image or '-'} "
+          f"group {host.grp or '-'} console {host.console or '-'}")
+    return 0
 
 
 def list_hosts(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .. import netcheck
+from .. import bootconfig, netcheck
 from ..service import Context
 from ..supervisor import Supervisor, build_services
 from ._common import CliError, add_config_arg, load_config, open_store
@@ -21,24 +21,30 @@ def register(sub) -> None:
     p.set_defaults(func=up)
 
 
-def make_context(args) -> Context:
+def checked_config(args):
+    """The config, once the network check passed: nothing is written before this."""
     cfg = load_config(args)
-    for path in (cfg.state_dir, cfg.log_dir, cfg.boot_root, cfg.images_dir, cfg.scripts_dir, cfg.run_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    return Context(cfg, open_store(cfg))
-
-
-def up(args) -> int:
-    ctx = make_context(args)
     try:
-        for warning in netcheck.check_interface(ctx.config, force=args.force):
+        for warning in netcheck.check_interface(cfg, force=args.force):
             log.warning("forced: %s", warning)
     except netcheck.NetworkRefused as exc:
         raise CliError(str(exc)) from None
+    return cfg
+
+
+def make_context(cfg) -> Context:
+    for path in (cfg.state_dir, cfg.log_dir, cfg.boot_root, cfg.images_dir, cfg.scripts_dir, cfg.run_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    return bootconfig.install(Context(cfg, open_store(cfg)))
+
+
+def up(args) -> int:
+    ctx = make_context(checked_config(args))
+    bootconfig.prepare_boot_root(ctx.config)
 
     def reload() -> Context:
-        new = make_context(args)
-        netcheck.check_interface(new.config, force=args.force)
+        new = make_context(checked_config(args))
+        bootconfig.prepare_boot_root(new.config)
         return new
 
     supervisor = Supervisor(ctx, build_services(ctx), reload_config=reload)

@@ -1,0 +1,81 @@
+"""Who boots what: the per-host decision behind every rendered boot config.
+
+Install gate: only a known host with an image and netboot == 'install' gets the
+autoinstall entry; unknown machines and installed hosts boot their own disk.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from ..config import Config
+from ..store.records import Host
+
+KERNEL = "systemimager/kernel"
+INITRD = "systemimager/initrd.img"
+
+log = logging.getLogger("si.bootconfig")
+
+# What may reach a kernel command line or a loader script unquoted.
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# Linux console= values: ttyS0, ttyS1,115200n8, ttyAMA0,115200, hvc0 ...
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+_CONSOLE = re.compile(r"^(?P<dev>tty[A-Za-z]{0,6}(?P<unit>\d{1,3})|hvc\d{1,2})"
+                      r"(?:,(?P<speed>\d{3,7})[noe]?[5-8]?r?)?$")
+
+
+@dataclass(frozen=True)
+class SerialConsole:
+    kernel_arg: str          # the console= value, e.g. "ttyS0,115200n8"
+    unit: int | None         # COM port index for the loader's own output (ttyS<n> only)
+    speed: int
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    action: str                      # "install" or "local"
+    reason: str                      # one line for the rendered file's comment
+    hostname: str | None = None
+    image: str | None = None
+    kernel: str = KERNEL
+    initrd: str = INITRD
+    cmdline: str = ""
+    serial: SerialConsole | None = None
+
+    @property
+    def installs(self) -> bool:
+        return self.action == "install"
+
+
+def parse_console(value: str | None) -> SerialConsole | None:
+    """host.console -> SerialConsole, None when unset or not a console= value."""
+    if not value:
+        return None
+    m = _CONSOLE.match(value.strip())
+    if not m:
+        log.warning("ignoring console %r: not a Linux console= value like ttyS0,115200n8", value)
+        return None
+    dev = m.group("dev")
+    unit = int(m.group("unit")) if dev.startswith("ttyS") else None
+    return SerialConsole(value.strip(), unit, int(m.group("speed") or 9600))
+
+
+def decide(host: Host | None, cfg: Config) -> BootEntry:
+    if host is None:
+        return BootEntry("local", "unknown machine: boot the local disk")
+    if not _HOSTNAME.match(host.hostname or ""):
+        # Names reach comments, echo lines and the kernel command line: never unchecked.
+        log.warning("host %r: name not usable on a kernel command line; booting it locally", host.hostname)
+        return BootEntry("local", "host name not usable on a kernel command line: boot the local disk")
+    if host.netboot != "install":
+        return BootEntry("local", f"{host.hostname} is installed: boot the local disk", host.hostname)
+    if not host.image or not _IMAGE.match(host.image) or ".." in host.image:
+        return BootEntry("local", f"{host.hostname} has no (valid) image assigned: boot the local disk",
+                         host.hostname)
+    serial = parse_console(host.console)
+    args = [f"IMAGESERVER={cfg.hint_address}", f"SI_HTTP_PORT={cfg.http.port}", f"HOSTNAME={host.hostname}"]
+    if serial:
+        args += ["console=tty0", f"console={serial.kernel_arg}"]
+    return BootEntry("install", f"{host.hostname}: autoinstall image {host.image}", host.hostname,
+                     host.image, cmdline=" ".join(args), serial=serial)

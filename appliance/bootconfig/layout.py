@@ -1,0 +1,105 @@
+"""Lay out the boot root from Debian's packages (what `si mkbootserver` does).
+
+Copies only what changed (compare bytes, write to a temporary name, rename), so
+running it at every `si up` is cheap and never leaves a half-written loader.
+"""
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .decide import INITRD, KERNEL
+
+
+@dataclass(frozen=True)
+class BootFile:
+    dest: str            # path under the boot root
+    source: str          # path under the source root (normally /)
+    package: str         # the Debian package that ships it
+    required: bool = True
+
+
+BOOT_FILES: tuple[BootFile, ...] = (
+    BootFile("pxelinux.0", "usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
+    BootFile("ldlinux.c32", "usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
+    BootFile("menu.c32", "usr/lib/syslinux/modules/bios/menu.c32", "syslinux-common"),
+    BootFile("libutil.c32", "usr/lib/syslinux/modules/bios/libutil.c32", "syslinux-common"),
+    BootFile("libcom32.c32", "usr/lib/syslinux/modules/bios/libcom32.c32", "syslinux-common"),
+    BootFile("undionly.kpxe", "usr/lib/ipxe/undionly.kpxe", "ipxe"),
+    BootFile("ipxe.efi", "usr/lib/ipxe/ipxe.efi", "ipxe"),
+    BootFile("snponly.efi", "usr/lib/ipxe/snponly.efi", "ipxe"),
+    BootFile("efi64/syslinux.efi", "usr/lib/SYSLINUX.EFI/efi64/syslinux.efi", "syslinux-efi"),
+    BootFile("efi64/ldlinux.e64", "usr/lib/syslinux/modules/efi64/ldlinux.e64", "syslinux-common"),
+    # Debian's signed network GRUB (prefix /grub, net modules built in); optional.
+    BootFile("grubx64.efi", "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+             "grub-efi-amd64-signed", required=False),
+)
+
+
+class BootLayoutError(RuntimeError):
+    """A required boot file is missing; the message names its Debian package."""
+
+
+@dataclass
+class LayoutReport:
+    copied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    missing: list[BootFile] = field(default_factory=list)     # required ones (non-strict runs)
+    skipped: list[BootFile] = field(default_factory=list)     # optional ones
+    kernel: Path | None = None                                # the autoinstall pair, if built
+    initrd: Path | None = None
+
+    def notes(self) -> list[str]:
+        out = [f"missing {f.dest}: install Debian package {f.package} (apt-get install {f.package})"
+               for f in self.missing]
+        out += [f"skipped {f.dest} (optional): Debian package {f.package} is not installed"
+                for f in self.skipped]
+        if self.kernel is None or self.initrd is None:
+            out.append(f"autoinstall {KERNEL} / {INITRD} not built yet: run 'si mkbootimage'")
+        return out
+
+
+def _missing_message(files: list[BootFile], source_root: Path) -> str:
+    packages = sorted({f.package for f in files})
+    names = ", ".join(str(source_root / f.source) for f in files)
+    return (f"boot files missing: {names}; install Debian package(s) {' '.join(packages)} "
+            f"(apt-get install {' '.join(packages)})")
+
+
+def _copy_if_changed(src: Path, dest: Path) -> bool:
+    if dest.is_file() and dest.stat().st_size == src.stat().st_size and filecmp.cmp(src, dest, shallow=False):
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def lay_out(boot_root: Path, source_root: Path = Path("/"), strict: bool = True) -> LayoutReport:
+    """Copy the loaders into boot_root. strict: any missing required file raises, before anything is copied."""
+    report = LayoutReport()
+    present = []
+    for f in BOOT_FILES:
+        if (source_root / f.source).is_file():
+            present.append(f)
+        elif f.required:
+            report.missing.append(f)
+        else:
+            report.skipped.append(f)
+    if strict and report.missing:
+        raise BootLayoutError(_missing_message(report.missing, source_root))
+    for f in present:
+        changed = _copy_if_changed(source_root / f.source, boot_root / f.dest)
+        (report.copied if changed else report.unchanged).append(f.dest)
+    kernel, initrd = boot_root / KERNEL, boot_root / INITRD
+    report.kernel = kernel if kernel.is_file() else None
+    report.initrd = initrd if initrd.is_file() else None
+    return report

@@ -1,0 +1,23 @@
+"""Boot configs from jinja2 templates: pxelinux (BIOS and syslinux.efi), iPXE, GRUB."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from ..config import Config
+from .decide import BootEntry
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent),   # *.j2 beside this module (package data)
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    trim_blocks=True, lstrip_blocks=True, autoescape=False)
+
+FLAVOURS = {"pxelinux": "pxelinux.cfg.j2", "ipxe": "ipxe.j2", "grub": "grub.cfg.j2"}
+
+
+def render(flavour: str, entry: BootEntry, cfg: Config) -> bytes:
+    """One boot config; every value in it was validated by decide()."""
+    boot_url = f"http://{cfg.address}:{cfg.http.port}/boot"
+    text = _ENV.get_template(FLAVOURS[flavour]).render(entry=entry, boot_url=boot_url)
+    return text.encode("ascii")

@@ -1,0 +1,271 @@
+"""addclients: hostnames and addresses for a range of clients, and where they land.
+
+`plan_clients` validates everything (names, ranges, image, conflicts) and
+writes nothing; `apply_clients` then writes the hosts table, the hosts file
+autoinstalling clients fetch (scripts_dir/hosts), /etc/hosts, and the links
+`<hostname>.sh -> <image>.master`. A host whose .sh is a regular file (an
+edited copy of the master script) keeps it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from .atomicfile import write_atomic
+from .autoinstall.render import valid_image_name, write_master_script
+from .config import Config, Pool, valid_domain
+from .store.records import Host
+
+MAX_CLIENTS = 65536
+BACKUP_SUFFIX = ".beforesystemimager"
+_BASENAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class ClientsError(ValueError):
+    """Bad input for addclients; the message is one line naming the argument."""
+
+
+@dataclass(frozen=True)
+class Client:
+    hostname: str
+    ip: str
+    fqdn: str
+
+
+@dataclass
+class ClientsPlan:
+    image: str
+    domain: str
+    clients: list[Client]
+    unused_ranges: list[Pool] = field(default_factory=list)
+    master_missing: bool = False   # the image is in the store but has no master script yet
+
+
+def parse_range(text: str) -> Pool:
+    """'10.0.0.1-10.0.0.99' (or one address) -> Pool."""
+    parts = [p.strip() for p in str(text).split("-")]
+    if len(parts) not in (1, 2) or not all(parts):
+        raise ClientsError(f"--ip-range: {text!r} is not a range like 10.0.0.1-10.0.0.99")
+    try:
+        first = IPv4Address(parts[0])
+        last = IPv4Address(parts[-1])
+    except ValueError:
+        raise ClientsError(f"--ip-range: {text!r} does not hold IPv4 addresses") from None
+    if first > last:
+        raise ClientsError(f"--ip-range: {text} runs backwards")
+    for ip in (first, last):
+        if ip.is_unspecified or ip.is_loopback or ip.is_multicast or ip.is_reserved or ip == IPv4Address("255.255.255.255"):
+            raise ClientsError(f"--ip-range: {ip} cannot be a client's address")
+    return Pool(first, last)
+
+
+def hostnames(basename: str, start: int, end: int) -> list[str]:
+    base = basename.strip().lower()
+    if not _BASENAME.match(base):
+        raise ClientsError(f"--basename: {basename!r} is not a host name start (letters, digits, '-')")
+    if start < 0 or end < 0:
+        raise ClientsError("--start/--end: numbers must not be negative")
+    if start > end:
+        raise ClientsError(f"--start/--end: {start} is after {end}")
+    if end - start + 1 > MAX_CLIENTS:
+        raise ClientsError(f"--start/--end: {end - start + 1} hosts is more than {MAX_CLIENTS}")
+    longest = f"{base}{end}"
+    if len(longest) > 63:
+        raise ClientsError(f"--basename: {longest!r} is longer than a host name may be (63)")
+    return [f"{base}{n}" for n in range(start, end + 1)]
+
+
+def _check_ranges(cfg: Config, ranges: list[Pool]) -> None:
+    seen_subnets: dict[str, Pool] = {}
+    for i, a in enumerate(ranges):
+        for b in ranges[i + 1:]:
+            if a.first <= b.last and b.first <= a.last:
+                raise ClientsError(f"--ip-range: {a} and {b} overlap")
+        if cfg.subnets:
+            subnet = cfg.subnet_for(a.first)
+            if subnet is None:
+                raise ClientsError(f"--ip-range: {a.first} is in none of the configured subnets "
+                                   f"({', '.join(str(s.network) for s in cfg.subnets)})")
+            net = subnet.network
+            if a.last not in net:
+                raise ClientsError(f"--ip-range: {a} overflows subnet {net}")
+            for ip in (net.network_address, net.broadcast_address):
+                if a.first <= ip <= a.last:
+                    raise ClientsError(f"--ip-range: {a} includes {ip}, the network or broadcast address of {net}")
+            if str(net) in seen_subnets:
+                raise ClientsError(f"--ip-range: {seen_subnets[str(net)]} and {a} are both in subnet {net}; "
+                                   "give one range per subnet")
+            seen_subnets[str(net)] = a
+
+
+def plan_clients(cfg: Config, store, *, domain: str | None, basename: str, start: int, end: int,
+                 image: str, ranges: list[str]) -> ClientsPlan:
+    """Validate and assign; raises ClientsError with nothing written."""
+    domain = (domain or cfg.domain).strip().lower().rstrip(".")
+    if not valid_domain(domain):
+        raise ClientsError(f"--domain: {domain!r} is not a valid DNS domain")
+    names = hostnames(basename, start, end)
+    if not valid_image_name(image):
+        raise ClientsError(f"--image: {image!r} is not a valid image name")
+    has_master = (cfg.scripts_dir / f"{image}.master").exists()
+    if not has_master and store.image(image) is None:
+        known = sorted({p.name[:-7] for p in cfg.scripts_dir.glob("*.master")} |
+                       {i["name"] for i in store.images()})
+        raise ClientsError(f"--image: no image {image!r} (known: {', '.join(known) or 'none'})")
+    if not ranges:
+        raise ClientsError("--ip-range: give at least one range (FIRST-LAST), one per subnet")
+    parsed = [parse_range(r) for r in ranges]
+    _check_ranges(cfg, parsed)
+    total = sum(r.size for r in parsed)
+    if total < len(names):
+        raise ClientsError(f"--ip-range: {len(names)} hosts ({names[0]}..{names[-1]}) but only {total} addresses")
+
+    ips: list[IPv4Address] = []
+    unused: list[Pool] = []
+    for r in parsed:
+        if len(ips) >= len(names):
+            unused.append(r)
+            continue
+        take = min(r.size, len(names) - len(ips))
+        ips.extend(r.first + k for k in range(take))
+    server = {cfg.address, cfg.hint_address}
+    ours = set(names)
+    for name, ip in zip(names, ips):
+        if ip in server:
+            raise ClientsError(f"--ip-range: {ip} (for {name}) is the install server's own address")
+        holder = store.host_by_ip(str(ip))
+        if holder is not None and holder.hostname not in ours:
+            raise ClientsError(f"--ip-range: {ip} (for {name}) already belongs to host {holder.hostname}")
+    clients = [Client(n, str(ip), f"{n}.{domain}") for n, ip in zip(names, ips)]
+    return ClientsPlan(image=image, domain=domain, clients=clients, unused_ranges=unused,
+                       master_missing=not has_master)
+
+
+# --- files -------------------------------------------------------------------
+
+def read_hosts_file(text: str) -> dict[str, str]:
+    """An /etc/hosts-format file -> {short name: fqdn} for lines of 'IP fqdn short'."""
+    out = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 3 and "." in fields[1]:
+            out[fields[2]] = fields[1]
+    return out
+
+
+def render_hosts_file(hosts: list[Host], fqdns: dict[str, str], domain: str) -> str:
+    """The hosts file clients fetch: one `IP fqdn short` line per host with an address."""
+    def key(h: Host) -> tuple[int, str]:
+        try:
+            return int(ipaddress.IPv4Address(h.ip)), ""
+        except ValueError:
+            return 1 << 33, h.ip or ""
+    rows = sorted((h for h in hosts if h.ip), key=key)
+    lines = ["# Written by si addclients from the hosts table; autoinstalling clients find",
+             "# their name here by exact IP match. Do not edit: it is rewritten."]
+    lines += [f"{h.ip}\t{fqdns.get(h.hostname, f'{h.hostname}.{domain}')}\t{h.hostname}" for h in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rewrite_etc_hosts(text: str, clients: list[Client]) -> str:
+    """Rewrite lines of our IPs in place, append new ones, and never duplicate a name."""
+    by_ip = {c.ip: c for c in clients}
+    names = {n for c in clients for n in (c.fqdn, c.hostname)}
+    out: list[str] = []
+    written: set[str] = set()
+    for line in text.splitlines():
+        body, hashmark, comment = line.partition("#")
+        fields = body.split()
+        if not fields:
+            out.append(line)
+            continue
+        ip = fields[0]
+        if ip in by_ip:
+            if ip not in written:   # a second line for the same IP is dropped
+                c = by_ip[ip]
+                out.append(f"{c.ip}\t{c.fqdn}\t{c.hostname}")
+                written.add(ip)
+            continue
+        keep = [n for n in fields[1:] if n not in names]
+        if len(keep) == len(fields) - 1:
+            out.append(line)
+        elif keep:                  # another IP carried one of our names: drop just the name
+            out.append(f"{ip}\t{' '.join(keep)}" + (f"\t#{comment}" if hashmark else ""))
+    for c in clients:
+        if c.ip not in written:
+            out.append(f"{c.ip}\t{c.fqdn}\t{c.hostname}")
+    return "\n".join(out) + "\n"
+
+
+def _link(scripts_dir: Path, hostname: str, image: str) -> str:
+    """<hostname>.sh -> <image>.master; 'kept' when an edited copy is there."""
+    path = scripts_dir / f"{hostname}.sh"
+    target = f"{image}.master"
+    if path.exists() and not path.is_symlink():
+        return "kept"
+    if path.is_symlink() and os.readlink(path) == target:
+        return "same"
+    tmp = scripts_dir / f".{hostname}.sh.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
+    return "linked"
+
+
+@dataclass
+class ClientsResult:
+    hosts: int
+    linked: list[str]
+    kept: list[str]
+    hosts_file: Path
+    etc_hosts: Path | None
+
+
+def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None) -> ClientsResult:
+    """Write everything for a validated plan."""
+    if plan.master_missing:
+        try:
+            write_master_script(cfg, store, plan.image)
+        except Exception as exc:  # links may dangle until getimage writes it
+            store.event("addclients", "warning", f"no master script for {plan.image}: {exc}")
+    for c in plan.clients:
+        old = store.host(c.hostname)
+        host = replace(old, ip=c.ip, image=plan.image) if old else Host(hostname=c.hostname, ip=c.ip, image=plan.image)
+        store.upsert_host(host)
+
+    hosts_file = cfg.scripts_dir / "hosts"
+    try:
+        fqdns = read_hosts_file(hosts_file.read_text(errors="replace"))
+    except OSError:
+        fqdns = {}
+    fqdns.update({c.hostname: c.fqdn for c in plan.clients})
+    write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain))
+
+    if etc_hosts is not None:
+        try:
+            current = etc_hosts.read_text(errors="replace")
+        except FileNotFoundError:
+            current = ""
+        backup = etc_hosts.with_name(etc_hosts.name + BACKUP_SUFFIX)
+        if etc_hosts.exists() and not backup.exists():
+            shutil.copy2(etc_hosts, backup)
+        new = rewrite_etc_hosts(current, plan.clients)
+        mode = etc_hosts.stat().st_mode & 0o7777 if etc_hosts.exists() else 0o644
+        try:
+            write_atomic(etc_hosts, new, mode)
+        except OSError:
+            etc_hosts.write_text(new)  # a bind-mounted /etc/hosts cannot be replaced, only rewritten
+
+    linked, kept = [], []
+    for c in plan.clients:
+        outcome = _link(cfg.scripts_dir, c.hostname, plan.image)
+        (kept if outcome == "kept" else linked).append(c.hostname)
+    store.event("addclients", "hosts",
+                f"{plan.clients[0].hostname}..{plan.clients[-1].hostname} -> {plan.image}")
+    return ClientsResult(len(plan.clients), linked, kept, hosts_file, etc_hosts)

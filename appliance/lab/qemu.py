@@ -1,0 +1,129 @@
+"""QEMU machines on a lab bridge, with their serial console captured.
+
+Guests run under TCG by default: on this project's machines KVM guests hang
+(see LAB.md). SI_QEMU_ACCEL=kvm opts into KVM where it works.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .netns import Lab
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+EFI_VIRTIO_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+
+
+class GuestTimeout(AssertionError):
+    """The console did not show what we waited for; carries the console's tail."""
+
+
+def accel() -> str:
+    return os.environ.get("SI_QEMU_ACCEL", "tcg")
+
+
+def require_qemu(firmware: str) -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        raise RuntimeError("qemu-system-x86_64 not found: install the Debian package qemu-system-x86")
+    if firmware == "uefi" and not OVMF_CODE.exists():
+        raise RuntimeError(f"{OVMF_CODE} not found: install the Debian package ovmf")
+
+
+def make_disk(path: Path, size: str) -> Path:
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(path), size], check=True)
+    return path
+
+
+@dataclass
+class Guest:
+    lab: Lab
+    ns: str
+    name: str
+    bridge: str
+    mac: str
+    workdir: Path
+    firmware: str = "bios"             # "bios" (SeaBIOS + iPXE ROM) or "uefi" (OVMF)
+    disk: Path | None = None
+    cdrom: Path | None = None
+    memory_mb: int = 1024
+    boot: tuple[str, ...] = ("net", "disk")   # firmware boot order; netboot-once does the rest
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    tap: str | None = None
+
+    @property
+    def console_path(self) -> Path:
+        return self.workdir / f"{self.name}.console.log"
+
+    def command(self, tap: str) -> list[str]:
+        cmd = ["qemu-system-x86_64", "-accel", accel(), "-m", str(self.memory_mb), "-smp", "1",
+               "-display", "none", "-monitor", "none", "-serial", f"file:{self.console_path}",
+               "-name", self.name]
+        nic = f"virtio-net-pci,netdev=n0,mac={self.mac}"
+        if self.firmware == "uefi":
+            vars_copy = self.workdir / f"{self.name}.OVMF_VARS.fd"
+            if not vars_copy.exists():
+                shutil.copy(OVMF_VARS, vars_copy)
+            cmd += ["-machine", "q35",
+                    "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+            nic += f",romfile={EFI_VIRTIO_ROM}"
+        def index(device: str) -> str:
+            return f",bootindex={self.boot.index(device) + 1}" if device in self.boot else ""
+
+        if self.cdrom:
+            cmd += ["-drive", f"file={self.cdrom},media=cdrom,if=none,id=cd0,readonly=on",
+                    "-device", f"ide-cd,drive=cd0{index('cdrom')}"]
+        cmd += ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", nic + index("net")]
+        if self.disk:
+            cmd += ["-drive", f"file={self.disk},format=raw,if=none,id=d0",
+                    "-device", f"virtio-blk-pci,drive=d0{index('disk')}"]
+        return cmd + self.extra
+
+    def start(self) -> "Guest":
+        require_qemu(self.firmware)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tap is None:  # a second power-on reuses the machine's cable
+            self.tap = self.lab.tap(self.ns, f"tap-{self.name}"[:15], self.bridge)
+        self.console_path.write_bytes(b"")  # each power-on gets a fresh console log
+        log = open(self.workdir / f"{self.name}.qemu.log", "a")
+        self.proc = self.lab.popen(self.ns, *self.command(self.tap), stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def console(self) -> str:
+        try:
+            return self.console_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for(self, pattern: str, timeout: float, since: int = 0) -> re.Match:
+        """Wait until the console (from offset `since`) matches; raise with its tail if not."""
+        regex = re.compile(pattern)
+        deadline = time.time() + timeout
+        while True:
+            text = self.console()
+            match = regex.search(text, since)
+            if match:
+                return match
+            if self.proc and self.proc.poll() is not None:
+                raise GuestTimeout(f"{self.name}: QEMU exited ({self.proc.returncode}) before "
+                                   f"/{pattern}/; console tail:\n{text[-3000:]}")
+            if time.time() > deadline:
+                raise GuestTimeout(f"{self.name}: no /{pattern}/ within {timeout:.0f}s; "
+                                   f"console tail:\n{text[-3000:]}")
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,1 @@
+"""The built-in DHCP server: codec (packet), decisions (policy, boot), leases, sockets (server)."""

@@ -1,0 +1,73 @@
+"""Render an equivalent DHCP server config for people who keep their own server.
+
+The same boot policy as policy.py/boot.py, written as ISC dhcpd.conf, Kea JSON
+or dnsmasq config through jinja2 templates. iPXE expands settings in the DHCP
+filename, so the per-MAC script URL uses ${netX/mac:hexhyp} instead of a
+per-host rule.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+import jinja2
+
+from appliance.config import Config
+from appliance.store.records import Host
+
+FORMATS = ("isc", "kea", "dnsmasq")
+_TEMPLATES = {"isc": "dhcpd.conf.j2", "kea": "kea-dhcp4.json.j2", "dnsmasq": "dnsmasq.conf.j2"}
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    ipxe_script: str
+    http_boot: str
+    uefi: str
+    bios: str
+
+
+def boot_files(cfg: Config) -> BootFiles:
+    base = f"http://{cfg.address}:{cfg.http.port}/boot"
+    if cfg.dhcp.loader == "pxelinux":
+        return BootFiles("pxelinux.0", f"{base}/ipxe.efi", "efi64/syslinux.efi", "pxelinux.0")
+    return BootFiles(f"{base}/ipxe/01-${{netX/mac:hexhyp}}.ipxe", f"{base}/ipxe.efi",
+                     "snponly.efi", "undionly.kpxe")
+
+
+def _reservations(cfg: Config, hosts: list[Host]) -> list[dict]:
+    """Hosts with a MAC, each placed in the subnet holding its fixed address (if any)."""
+    out = []
+    for h in hosts:
+        if not h.mac:
+            continue
+        ip = None
+        subnet_index = None
+        if h.ip:
+            try:
+                ip = IPv4Address(h.ip)
+            except ValueError:
+                ip = None
+            for i, s in enumerate(cfg.subnets):
+                if ip is not None and ip in s.network:
+                    subnet_index = i
+        out.append({"hostname": h.hostname, "mac": h.mac, "ip": str(ip) if subnet_index is not None else None,
+                    "subnet": subnet_index})
+    return out
+
+
+def render(cfg: Config, hosts: list[Host], fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    env = jinja2.Environment(loader=jinja2.PackageLoader("services.dhcp", "templates"),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters["json"] = json.dumps
+    env.filters["hexip"] = lambda ip: IPv4Address(ip).packed.hex()
+    text = env.get_template(_TEMPLATES[fmt]).render(
+        cfg=cfg, boot=boot_files(cfg), hosts=_reservations(cfg, hosts),
+        hint=str(cfg.hint_address), site_option=cfg.dhcp.site_option, address=str(cfg.address))
+    if fmt == "kea":
+        json.loads(text)    # the template must yield valid JSON; fail here, not in Kea
+    return text

@@ -1,0 +1,213 @@
+"""The DHCP service: sockets on one interface around the codec and the policy.
+
+Each time the socket is readable we drain every waiting datagram, decide on
+all of them, write the resulting leases in one transaction (group commit),
+and only then send the replies: no ACK leaves before its lease is stored.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+from collections import Counter
+
+from appliance.service import Endpoint, Health, Service
+
+from . import packet as P
+from .leases import Journal, LeaseBook
+from .policy import PROXY_PORT, Arrival, Decision, Policy
+from .probe import PROBE_MAC, RogueServer, probe
+
+BATCH = 256                 # datagrams handled per wake-up at most
+REPROBE_SECONDS = 300.0
+NOTIFY_SECONDS = 1.0        # at most one "leases changed" notification per second
+
+
+def open_socket(interface: str, port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind(("0.0.0.0", port))
+    except OSError:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
+class DhcpService(Service):
+    name = "dhcp"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.cfg = ctx.config
+        self.counters: Counter[str] = Counter()
+        self.book = LeaseBook(self.cfg.subnets)
+        self.journal = Journal(ctx.store)
+        self.policy = Policy(self.cfg, ctx.store, self.book)
+        self.sockets: dict[int, socket.socket] = {}
+        self.alarm = ""
+        self._notify_pending = False
+
+    # --- lifecycle -------------------------------------------------------------
+    async def serve(self, ready) -> None:
+        cfg = self.cfg
+        forced = bool(getattr(self.ctx, "force", False))
+        if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
+            rogues = await self._probe()
+            if rogues and not forced:
+                raise RogueServer(
+                    f"another DHCP server answers on {cfg.interface}: "
+                    f"{', '.join(a.server for a in rogues)} (offered {rogues[0].offered}); "
+                    "switch it off, use dhcp.mode = \"proxy\", or start with --force")
+        self.book = LeaseBook(cfg.subnets)
+        self.policy = Policy(cfg, self.ctx.store, self.book)
+        loaded = self.book.load(self.ctx.store.leases())
+        loop = asyncio.get_running_loop()
+        ports = [cfg.dhcp.port] + ([PROXY_PORT] if cfg.dhcp.mode == "proxy" else [])
+        try:
+            for port in ports:
+                sock = open_socket(cfg.interface, port)
+                self.sockets[port] = sock
+                loop.add_reader(sock.fileno(), self._readable, sock, port)
+            self.log.info("serving DHCP (%s mode) on %s ports %s, %d leases loaded",
+                          cfg.dhcp.mode, cfg.interface, ports, loaded)
+            ready()
+            while True:
+                await asyncio.sleep(REPROBE_SECONDS)
+                if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
+                    await self._reprobe()
+        finally:
+            for port, sock in self.sockets.items():
+                loop.remove_reader(sock.fileno())
+                sock.close()
+            self.sockets.clear()
+            try:
+                self.journal.flush()
+            except Exception:
+                self.log.exception("could not store pending leases at stop")
+
+    async def _probe(self):
+        cfg = self.cfg
+        try:
+            return await probe(cfg.interface, cfg.dhcp.probe_seconds, server_port=cfg.dhcp.port,
+                               ignore=cfg.address)
+        except OSError as exc:
+            self.log.warning("cannot probe for other DHCP servers on %s: %s", cfg.interface, exc)
+            return []
+
+    async def _reprobe(self) -> None:
+        rogues = await self._probe()
+        if rogues:
+            self.alarm = f"another DHCP server answers: {', '.join(a.server for a in rogues)}"
+            self.log.error("ALARM: %s on %s", self.alarm, self.cfg.interface)
+            try:
+                self.ctx.store.event("dhcp", "rogue-server", self.alarm)
+            except Exception:
+                self.log.exception("could not record the alarm")
+        else:
+            self.alarm = ""
+
+    # --- the hot path ----------------------------------------------------------
+    def _readable(self, sock: socket.socket, port: int) -> None:
+        decisions: list[tuple[Decision, socket.socket]] = []
+        now = time.time()
+        for _ in range(BATCH):
+            try:
+                data, source = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.counters["receive_errors"] += 1
+                self.log.debug("recvfrom: %s", exc)
+                break
+            self.counters["received"] += 1
+            try:
+                pkt = P.decode(data)
+            except P.PacketError as exc:
+                self.counters["dropped_malformed"] += 1
+                self.log.debug("malformed from %s: %s", source, exc)
+                continue
+            if pkt.chaddr == PROBE_MAC:
+                continue      # our own rogue-server probe
+            try:
+                decision = self.policy.decide(Arrival(pkt, port, source), now)
+            except Exception:
+                self.counters["policy_errors"] += 1
+                self.log.exception("policy failed on a packet from %s", source)
+                continue
+            self.counters[decision.reason] += 1
+            decisions.append((decision, sock))
+        if decisions:
+            self._commit_and_send(decisions)
+
+    def _commit_and_send(self, decisions: list[tuple[Decision, socket.socket]]) -> None:
+        enrolled = False
+        for decision, _ in decisions:
+            if decision.binding is not None:
+                self.journal.add(decision.binding)
+            if decision.enrol is not None:
+                try:
+                    if self.ctx.store.host_by_mac(decision.enrol.mac) is None:
+                        self.ctx.store.upsert_host(decision.enrol)
+                        self.counters["enrolled"] += 1
+                        enrolled = True
+                except Exception:
+                    self.log.exception("could not enrol %s", decision.enrol.mac)
+        durable = True
+        try:
+            if self.journal.flush():
+                self._notify("leases")
+        except Exception:
+            durable = False
+            self.journal.pending.clear()
+            self.counters["store_failed"] += 1
+            self.log.exception("could not store leases; holding back their ACKs")
+        if enrolled:
+            self.ctx.changed("hosts")
+        for decision, sock in decisions:
+            if decision.reply is None:
+                continue
+            if decision.binding is not None and not durable:
+                continue
+            try:
+                wire = P.encode(decision.reply, decision.max_size)
+            except P.PacketError as exc:
+                self.counters["encode_errors"] += 1
+                self.log.error("cannot encode reply: %s", exc)
+                continue
+            try:
+                sock.sendto(wire, decision.dest)
+                self.counters["sent"] += 1
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                if exc.errno not in (errno.EAGAIN, errno.ENETUNREACH, errno.EHOSTUNREACH):
+                    self.log.warning("send to %s: %s", decision.dest, exc)
+
+    def _notify(self, topic: str) -> None:
+        if self._notify_pending:
+            return
+        self._notify_pending = True
+
+        def fire() -> None:
+            self._notify_pending = False
+            self.ctx.changed(topic)
+        asyncio.get_running_loop().call_later(NOTIFY_SECONDS, fire)
+
+    # --- status ----------------------------------------------------------------
+    def health(self) -> Health:
+        counters = {k: self.counters.get(k, 0) for k in
+                    ("received", "offered", "acked", "naked", "dropped_malformed", "pool_exhausted")}
+        counters.update(self.counters)
+        counters["lease_commits"] = self.journal.commits
+        detail = self.alarm or f"{self.cfg.dhcp.mode} mode, {len(self.book.by_mac)} bindings"
+        return Health(ok=not self.alarm, detail=detail, counters=counters)
+
+    def endpoints(self) -> list[Endpoint]:
+        ports = [self.cfg.dhcp.port] + ([PROXY_PORT] if self.cfg.dhcp.mode == "proxy" else [])
+        what = "proxyDHCP (PXE only)" if self.cfg.dhcp.mode == "proxy" else "DHCP, PXE boot files"
+        return [Endpoint("udp", f"{self.cfg.interface}", port, what) for port in ports]

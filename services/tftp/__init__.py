@@ -1,0 +1,1 @@
+"""Read-only TFTP: pure codec (packet), pure transfer engine (engine), sockets (server)."""

@@ -1,0 +1,48 @@
+"""Test support: the real aiohttp app served on a loopback port from a thread."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+from aiohttp import web
+
+from appliance.http import build_app
+from appliance.service import Context
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """Run the real aiohttp app in a background loop; requests go over TCP."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.port = _free_port()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.runner = web.AppRunner(build_app(self.ctx))
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+

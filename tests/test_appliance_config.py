@@ -1,0 +1,154 @@
+"""The config-error table: every bad value gives one line naming the key, exit 2, nothing written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from appliance import config
+from appliance.cli import main, normalise_single_dash
+
+GOOD = {
+    "interface": "br0", "address": "10.77.0.1", "domain": "lab.example",
+    "state_dir": "/tmp/si-state", "log_dir": "/tmp/si-log",
+    "subnet": [{"network": "10.77.0.0/24", "pools": ["10.77.0.100-10.77.0.199"],
+                "gateway": "10.77.0.1", "dns_servers": ["10.77.0.1"], "lease_time": 600}],
+}
+
+
+def with_(path: str, value):
+    """GOOD with one key (dotted, subnet.N.key) replaced or deleted (value=...)."""
+    import copy
+    data = copy.deepcopy(GOOD)
+    node = data
+    parts = path.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    if value is ...:
+        del node[parts[-1]]
+    else:
+        node[parts[-1]] = value
+    return data
+
+
+def test_good_config_parses_to_frozen_dataclasses():
+    cfg = config.parse(GOOD)
+    assert str(cfg.address) == "10.77.0.1"
+    assert cfg.subnets[0].pools[0].size == 100
+    assert cfg.images_dir == Path("/tmp/si-state/images")
+    assert cfg.hint_address == cfg.address
+    with pytest.raises(Exception):
+        cfg.address = None  # frozen
+
+
+def test_example_config_is_valid():
+    cfg = config.parse(tomllib.loads(config.EXAMPLE))
+    assert cfg.enabled("dhcp") and cfg.dhcp.site_option == 224
+
+
+BAD = [
+    ("unknown top-level key", with_("colour", "blue"), "colour: unknown key"),
+    ("unknown nested key", with_("dhcp.colour", 1), "dhcp.colour: unknown key"),
+    ("unknown subnet key", with_("subnet.0.colour", 1), "subnet[0].colour: unknown key"),
+    ("missing interface", with_("interface", ...), "interface: missing"),
+    ("missing address", with_("address", ...), "address: missing"),
+    ("address not an IP", with_("address", "10.77.0.256"), "address:"),
+    ("address wrong type", with_("address", 5), "address:"),
+    ("lease time a string", with_("subnet.0.lease_time", "long"), "subnet[0].lease_time: expected an integer"),
+    ("lease time a bool", with_("subnet.0.lease_time", True), "subnet[0].lease_time: expected an integer"),
+    ("lease time negative", with_("subnet.0.lease_time", -5), "subnet[0].lease_time"),
+    ("enrol not a bool", with_("dhcp.enrol", "yes"), "dhcp.enrol: expected true or false"),
+    ("pool outside the subnet", with_("subnet.0.pools", ["10.78.0.1-10.78.0.9"]), "outside subnet"),
+    ("pool backwards", with_("subnet.0.pools", ["10.77.0.9-10.77.0.1"]), "runs backwards"),
+    ("overlapping pools", with_("subnet.0.pools", ["10.77.0.10-10.77.0.50", "10.77.0.40-10.77.0.60"]), "overlap"),
+    ("pool holds the server", with_("subnet.0.pools", ["10.77.0.1-10.77.0.9"]), "address: the server's own"),
+    ("pool is not a range", with_("subnet.0.pools", ["10.77.0.10"]), "subnet[0].pools[0]"),
+    ("overlapping subnets", with_("subnet", GOOD["subnet"] + [{"network": "10.77.0.128/25"}]), "overlap"),
+    ("network with host bits", with_("subnet.0.network", "10.77.0.1/24"), "subnet[0].network"),
+    ("gateway outside", with_("subnet.0.gateway", "192.0.2.1"), "subnet[0].gateway"),
+    ("address in no subnet", with_("address", "10.99.0.1"), "address: 10.99.0.1 is in none"),
+    ("bad interface name", with_("interface", "eth0; rm -rf /"), "interface:"),
+    ("interface name too long", with_("interface", "x" * 16), "interface:"),
+    ("bad domain", with_("domain", "bad_domain!"), "domain:"),
+    ("relative state dir", with_("state_dir", "var/lib"), "state_dir: 'var/lib' must be an absolute path"),
+    ("port out of range", with_("http.port", 70000), "http.port: port 70000"),
+    ("port clash", with_("http.port", 873), "rsyncd.port: port 873 is already used by http.port"),
+    ("site option out of range", with_("dhcp.site_option", 100), "dhcp.site_option"),
+    ("unknown dhcp mode", with_("dhcp.mode", "relay"), "dhcp.mode"),
+    ("unknown loader", with_("dhcp.loader", "lilo"), "dhcp.loader"),
+    ("unknown service", with_("services.ftp", True), "services.ftp: unknown key"),
+    ("dhcp without subnet", with_("subnet", ...), "subnet: DHCP is enabled"),
+]
+
+
+@pytest.mark.parametrize("case,data,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_value_names_the_key(case, data, message):
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(data)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def _write_toml(path: Path, data: dict) -> None:
+    # Just enough TOML for these tests (no third-party writer).
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace('"', '\\"') + '"'
+    lines, tables = [], []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((f"[{k}]", v))
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            tables.extend((f"[[{k}]]", item) for item in v)
+        else:
+            lines.append(f"{k} = {value(v)}")
+    for header, table in tables:
+        lines.append(header)
+        lines.extend(f"{k} = {value(v)}" for k, v in table.items())
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_cli_exit_2_one_line_nothing_written(tmp_path, capsys):
+    state = tmp_path / "state"
+    data = with_("subnet.0.pools", ["10.78.0.1-10.78.0.9"])
+    data["state_dir"] = str(state)
+    cfg_file = tmp_path / "a.toml"
+    _write_toml(cfg_file, data)
+    assert main(["config", "check", "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "subnet[0].pools[0]" in err
+    assert main(["up", "--config", str(cfg_file)]) == 2
+    assert not state.exists(), "a refused config must not create state"
+
+
+def test_cli_reports_missing_and_broken_files(tmp_path, capsys):
+    assert main(["config", "check", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("interface = \n")
+    assert main(["config", "check", "--config", str(broken)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_single_dash_long_options_are_accepted():
+    assert normalise_single_dash(["getimage", "-golden-client", "x", "-im", "y", "-h"]) == \
+        ["getimage", "--golden-client", "x", "--im", "y", "-h"]
+    assert normalise_single_dash(["a", "--", "-x"]) == ["a", "--", "-x"]
+    assert normalise_single_dash(["a", "-5"]) == ["a", "-5"]
+
+
+def test_abbreviated_single_dash_option_reaches_the_command(tmp_path):
+    cfg_file = tmp_path / "a.toml"
+    _write_toml(cfg_file, GOOD)
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "config", "check", "-con", str(cfg_file)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout

@@ -1,0 +1,48 @@
+"""si hosts: set, list, reinstall/local, with one-line errors and nothing changed on error."""
+from __future__ import annotations
+
+from appliance.cli import main
+from appliance.lab.configs import lab_toml
+from appliance.store import Store
+
+
+def _cfg(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text(lab_toml(tmp_path))
+    return str(path)
+
+
+def test_set_then_switch_netboot(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    assert main(["hosts", "set", "node1", "--config", cfg, "--mac", "52-54-00-AA-00-01",
+                 "--ip", "10.77.0.11", "--image", "web_v1", "--console", "ttyS0,115200n8"]) == 0
+    store = Store(tmp_path / "state" / "appliance.db")
+    host = store.host("node1")
+    assert (host.mac, host.ip, host.image, host.console, host.netboot) == \
+        ("52:54:00:aa:00:01", "10.77.0.11", "web_v1", "ttyS0,115200n8", "install")
+    assert main(["hosts", "local", "node1", "--config", cfg]) == 0
+    assert store.host("node1").netboot == "local"
+    assert main(["hosts", "reinstall", "node1", "--config", cfg]) == 0
+    assert store.host("node1").netboot == "install"
+    assert main(["hosts", "list", "--config", cfg]) == 0
+    assert "node1" in capsys.readouterr().out
+
+
+def test_errors_change_nothing(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    assert main(["hosts", "set", "node1", "--config", cfg, "--mac", "52:54:00:aa:00:01", "--ip", "10.77.0.11"]) == 0
+    store = Store(tmp_path / "state" / "appliance.db")
+    before = store.hosts()
+    for argv, message in (
+        (["hosts", "set", "node2", "--mac", "52:54:00:aa:00:01"], "already belongs to node1"),
+        (["hosts", "set", "node2", "--ip", "10.77.0.11"], "already belongs to node1"),
+        (["hosts", "set", "node2", "--ip", "192.0.2.1"], "none of the configured subnets"),
+        (["hosts", "set", "node2", "--mac", "zz"], "--mac"),
+        (["hosts", "set", "bad name!", "--mac", "52:54:00:aa:00:02"], "hostname"),
+        (["hosts", "reinstall", "ghost"], "no host 'ghost'"),
+    ):
+        capsys.readouterr()
+        assert main(argv + ["--config", cfg]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+    assert store.hosts() == before

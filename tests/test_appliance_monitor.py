@@ -1,0 +1,78 @@
+"""The monitor: the terminal table and the web page (in headless Chromium)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from ipaddress import IPv4Address
+
+import pytest
+from rich.console import Console
+
+from appliance.config import Config
+from appliance.monitor import install_rows, render_table
+from appliance.service import Context
+from appliance.store import Store
+from appliance.store.records import Host
+
+from support_http import Server
+
+
+def _store_with_runs(store: Store) -> None:
+    done = store.start_install("www1", "web_v1")
+    store.update_install(done, phase="rsync", percent=100, bytes_done=50 * 2**20,
+                         state="succeeded", log_append="partitioned\nrsync done\n")
+    failed = store.start_install("www2", "web_v1")
+    store.update_install(failed, phase="partition", percent=3, state="failed",
+                         log_append="sfdisk: /dev/vda: no such device\n")
+    running = store.start_install("www3", "web_v1")
+    store.update_install(running, phase="rsync", percent=42.5, bytes_done=10 * 2**20)
+
+
+def test_terminal_view_shows_running_and_finished(tmp_path):
+    store = Store(tmp_path / "s.db")
+    _store_with_runs(store)
+    console = Console(record=True, width=140)
+    console.print(render_table(install_rows(store.installs())))
+    text = console.export_text()
+    lines = [l for l in text.splitlines() if "www" in l]
+    assert "www3" in lines[0] and "running" in lines[0], "running runs come first"
+    assert "42.5%" in text and "succeeded" in text and "failed" in text
+    assert "sfdisk: /dev/vda: no such device" in text, "a failure shows its last log line"
+
+
+def test_rows_compute_speed_and_elapsed(tmp_path):
+    store = Store(tmp_path / "s.db")
+    run = store.start_install("h", "img")
+    store.update_install(run, bytes_done=1000, state="succeeded")
+    rec = store.current_install("h")
+    row = install_rows([rec], now=rec.started + 100)[0]
+    assert row["elapsed"] == round(rec.finished - rec.started, 1)
+    assert row["speed_bps"] > 0
+
+
+def test_monitor_page_in_headless_chromium(tmp_path):
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("chromium not found: install the Debian package chromium (./setup.sh does)")
+    cfg = Config(interface="lo", address=IPv4Address("127.0.0.1"), state_dir=tmp_path / "state",
+                 log_dir=tmp_path / "log")
+    ctx = Context(cfg, Store(cfg.db_path))
+    _store_with_runs(ctx.store)
+    server = Server(ctx)
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            out = subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
+                 server.url("/monitor")],
+                capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    dom = out.stdout
+    assert 'data-host="www3"' in dom and 'class="running"' in dom, dom[-2000:]
+    assert 'class="succeeded"' in dom and 'class="failed"' in dom
+    assert "42.5%" in dom
+    assert "sfdisk: /dev/vda: no such device" in dom
+    assert "3 run(s)" in dom

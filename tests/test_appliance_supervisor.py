@@ -1,0 +1,122 @@
+"""Supervisor: crashed services restart with back-off, the others keep serving."""
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address
+
+import pytest
+
+from appliance import supervisor as sup
+from appliance.config import Config
+from appliance.service import Context, Endpoint, Service
+from appliance.store import Store
+
+
+class Crasher(Service):
+    name = "crasher"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.starts = 0
+
+    async def serve(self, ready):
+        self.starts += 1
+        ready()
+        await asyncio.sleep(0.01)
+        raise RuntimeError("boom")
+
+
+class Echo(Service):
+    """A real UDP echo server: proves the loop keeps serving while another crashes."""
+    name = "echo"
+
+    async def serve(self, ready):
+        loop = asyncio.get_running_loop()
+
+        class Proto(asyncio.DatagramProtocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def datagram_received(self, data, addr):
+                self.transport.sendto(data, addr)
+
+        transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+        self.port = transport.get_extra_info("sockname")[1]
+        try:
+            ready()
+            await asyncio.Event().wait()
+        finally:
+            transport.close()
+
+    def endpoints(self):
+        return [Endpoint("udp", "127.0.0.1", getattr(self, "port", 0), "echo")]
+
+
+async def _udp_ask(port: int, payload: bytes) -> bytes:
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            fut.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    transport.sendto(payload)
+    try:
+        return await asyncio.wait_for(fut, 2)
+    finally:
+        transport.close()
+
+
+def _ctx(tmp_path) -> Context:
+    cfg = Config(interface="lo", address=IPv4Address("127.0.0.1"), state_dir=tmp_path)
+    return Context(cfg, Store(tmp_path / "s.db"))
+
+
+def test_crashing_service_restarts_and_others_keep_serving(tmp_path, monkeypatch):
+    monkeypatch.setattr(sup, "BACKOFF_FIRST", 0.02)
+    ctx = _ctx(tmp_path)
+    crasher, echo = Crasher(ctx), Echo(ctx)
+
+    async def scenario():
+        s = sup.Supervisor(ctx, [crasher, echo])
+        await s.start_all(timeout=5)
+        await asyncio.sleep(0.5)
+        answers = [await _udp_ask(echo.port, b"ping%d" % i) for i in range(3)]
+        status = s.status()
+        await s.stop_all()
+        return answers, status
+
+    answers, status = asyncio.run(scenario())
+    assert answers == [b"ping0", b"ping1", b"ping2"]
+    assert crasher.starts >= 3, "the crashed service was not restarted"
+    by_name = {x["name"]: x for x in status["services"]}
+    assert by_name["crasher"]["restarts"] >= 2 and "boom" in by_name["crasher"]["detail"]
+    assert by_name["echo"]["ok"] and by_name["echo"]["restarts"] == 0
+    kinds = [e["kind"] for e in ctx.store.events() if e["source"] == "crasher"]
+    assert kinds and set(kinds) == {"crash"}
+
+
+def test_backoff_grows(tmp_path, monkeypatch):
+    monkeypatch.setattr(sup, "BACKOFF_FIRST", 0.05)
+    ctx = _ctx(tmp_path)
+    crasher = Crasher(ctx)
+
+    async def scenario():
+        s = sup.Supervisor(ctx, [crasher])
+        s.start("crasher")
+        await asyncio.sleep(0.5)
+        await s.stop_all()
+
+    asyncio.run(scenario())
+    # 0.05 + 0.1 + 0.2 = 0.35 s of waiting fits in 0.5 s, the next 0.4 does not:
+    # without back-off there would be dozens of starts.
+    assert 3 <= crasher.starts <= 5
+
+
+def test_build_services_honours_the_enabled_set(tmp_path):
+    ctx = _ctx(tmp_path)
+    names = [s.name for s in sup.build_services(ctx, {"http": "appliance.http:HttpService"})]
+    assert names == ["http"]
+    ctx.config = ctx.config.with_overrides(services=frozenset())
+    assert sup.build_services(ctx, {"http": "appliance.http:HttpService"}) == []

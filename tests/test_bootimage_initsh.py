@@ -1,0 +1,129 @@
+"""The init's shell functions, run under busybox sh exactly as in the initrd."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bootimage_support import run_functions
+
+HOSTS = """# SystemImager hosts file
+10.0.0.21   www21.example.com   www21
+10.0.0.22\twww22.example.com\twww22
+10.0.0.2    www2.example.com    www2   # the manual's 12.2 case
+10.0.0.20 www20.example.com www20\r
+  10.0.0.3 www3.example.com
+#10.0.0.4 commented.example.com commented
+10.0.0.5 www5.example.com www5
+10.0.0.5 duplicate.example.com duplicate
+10.0.0.210 host-10.0.0.2.example.com odd
+"""
+
+
+@pytest.mark.parametrize("ip, expected", [
+    ("10.0.0.2", "www2 www2.example.com"),       # not www21/www22/www20/odd
+    ("10.0.0.21", "www21 www21.example.com"),
+    ("10.0.0.22", "www22 www22.example.com"),
+    ("10.0.0.20", "www20 www20.example.com"),    # CRLF line
+    ("10.0.0.3", "www3 www3.example.com"),       # no short name column: first label
+    ("10.0.0.4", ""),                           # commented out
+    ("10.0.0.5", "www5 www5.example.com"),       # first entry wins
+    ("10.0.0.210", "odd host-10.0.0.2.example.com"),
+    ("10.0.0.1", ""),
+    ("10.0.0", ""),
+    ("10.0.0.2 ", ""),                          # no trimming games
+    ("10.0.0.", ""),
+    ("0.0.0.2", ""),
+])
+def test_hosts_lookup_is_exact(tmp_path, ip, expected):
+    hosts = tmp_path / "hosts"
+    hosts.write_text(HOSTS)
+    proc = run_functions(f'si_hosts_lookup "{ip}" "{hosts}"', tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected
+
+
+def _config(tmp_path, cmdline: str, files: dict[str, str], order: list[str]) -> dict[str, str]:
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    items = []
+    for kind_name in order:
+        kind, name = kind_name.split(":")
+        (tmp_path / name).write_text(files[name])
+        items.append(f"{kind}:{tmp_path / name}")
+    proc = run_functions(f'si_collect_config "{tmp_path / "cmdline"}" {" ".join(items)} >/dev/null; env',
+                         env={"HOSTNAME": "(none)"}, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def test_precedence_defaults_cmdline_disk_removable(tmp_path):
+    env = _config(
+        tmp_path,
+        "BOOT_IMAGE=/kernel console=ttyS0 IMAGESERVER=10.0.0.1 HOSTNAME=fromcmdline GATEWAY=10.0.0.254 SI_SITE_OPTION=150",
+        {"disk.cfg": "HOSTNAME=fromdisk\nIPADDR=10.0.0.9\nNETMASK=255.255.0.0\n",
+         "usb.cfg": "# on the stick\nHOSTNAME=fromusb\n"},
+        ["removable:usb.cfg", "hd:disk.cfg"],   # order found does not matter: removable wins
+    )
+    assert env["HOSTNAME"] == "fromusb"
+    assert env["IPADDR"] == "10.0.0.9" and env["NETMASK"] == "255.255.0.0"     # disk over nothing
+    assert env["IMAGESERVER"] == "10.0.0.1" and env["GATEWAY"] == "10.0.0.254"  # cmdline kept
+    assert env["SI_SITE_OPTION"] == "150"                                        # cmdline over default
+    assert env["SI_HTTP_PORT"] == "8080"                                         # default
+    assert "BOOT_IMAGE" not in env and "console" not in env
+
+
+def test_disk_cfg_overrides_cmdline(tmp_path):
+    env = _config(tmp_path, "IMAGESERVER=10.0.0.1 SI_HTTP_PORT=9000",
+                  {"disk.cfg": "IMAGESERVER=10.0.0.7\n"}, ["hd:disk.cfg"])
+    assert env["IMAGESERVER"] == "10.0.0.7" and env["SI_HTTP_PORT"] == "9000"
+
+
+def test_local_cfg_is_data_not_code(tmp_path):
+    marker = tmp_path / "pwned"
+    env = _config(tmp_path, "", {"x.cfg": (
+        f'  export HOSTNAME="quoted name"  \n'
+        f"DOMAINNAME='single.example'\n"
+        f"IPADDR=$(touch {marker})\n"
+        f"GATEWAY=`touch {marker}`\n"
+        f"PATH=/evil\n"
+        f"LD_PRELOAD=/evil.so\n"
+        f"NOT A LINE\n"
+        f"IMAGENAME=img; touch {marker}\n"
+        f"DEVICE=eth1\r\n"
+        f"NETMASK=255.255.255.0")},     # no final newline
+        ["hd:x.cfg"])
+    assert not marker.exists()
+    assert env["HOSTNAME"] == "quoted name" and env["DOMAINNAME"] == "single.example"
+    assert env["IPADDR"] == f"$(touch {marker})"   # kept literally, later rejected as not an IP
+    assert env["IMAGENAME"] == f"img; touch {marker}"
+    assert env["PATH"] != "/evil" and "LD_PRELOAD" not in env
+    assert env["DEVICE"] == "eth1" and env["NETMASK"] == "255.255.255.0"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"IMAGESERVER": "10.1.1.1", "DHCP_OPT100": "10.2.2.2", "DHCP_SITE": "10.3.3.3", "DHCP_SIADDR": "10.4.4.4"}, "10.1.1.1"),
+    ({"DHCP_OPT100": "10.2.2.2", "DHCP_SITE": "10.3.3.3", "DHCP_SIADDR": "10.4.4.4"}, "10.2.2.2"),
+    ({"DHCP_OPT100": "garbage", "DHCP_SITE": "10.3.3.3", "DHCP_SIADDR": "10.4.4.4"}, "10.3.3.3"),
+    ({"DHCP_SIADDR": "10.4.4.4"}, "10.4.4.4"),
+    ({"DHCP_SIADDR": "0.0.0.0"}, ""),
+    ({}, ""),
+])
+def test_image_server_precedence(tmp_path, env, expected):
+    proc = run_functions("si_image_server", env=env, tmp=tmp_path)
+    assert proc.stdout.strip() == expected
+    assert proc.returncode == (0 if expected else 1)
+
+
+@pytest.mark.parametrize("hexval, ip", [("0a000001", "10.0.0.1"), ("C0A80A0B", "192.168.10.11"),
+                                         ("0a0000", ""), ("zz000001", ""), ("", "")])
+def test_hex_option_to_ip(tmp_path, hexval, ip):
+    proc = run_functions(f'si_hex_ip "{hexval}"', tmp=tmp_path)
+    assert proc.stdout.strip() == ip
+
+
+def test_json_escape_makes_valid_json(tmp_path):
+    nasty = 'quote " back \\ tab\tcr\r bell\x07 unicode é\nsecond line\n'
+    (tmp_path / "in").write_text(nasty)
+    proc = run_functions(f'printf \'{{"log": "\'; si_json_escape < "{tmp_path / "in"}"; printf \'"}}\'',
+                         tmp=tmp_path)
+    assert json.loads(proc.stdout)["log"] == 'quote " back \\ tab cr bell unicode é\nsecond line\n'

@@ -1,0 +1,72 @@
+"""End-to-end lab fixtures: the appliance, the golden client and QEMU machines in namespaces.
+
+Failed runs keep their logs (consoles, appliance log, install logs) under
+artifacts/<test name>/ at the top of the repository.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from appliance.lab.install_lab import InstallLab  # noqa: E402
+from appliance.lab.netns import Lab, sweep_stale  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+from guards import dev_null_stays_a_device  # noqa: E402,F401  (autouse)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+FAILED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="module")
+def install_lab(request, tmp_path_factory):
+    """One appliance with the golden image captured, shared by a module's scenarios."""
+    if os.geteuid() != 0:
+        pytest.fail("the end-to-end lab needs root (namespaces, loop devices, QEMU taps)")
+    sweep_stale()
+    workdir = tmp_path_factory.mktemp("lab")
+    lab = Lab()
+    ilab = InstallLab(lab, workdir)
+    request.node.stash[FAILED_KEY] = False
+    try:
+        ilab.up()
+        ilab.capture("golden_v1", ip_assignment="static_dhcp")
+        yield ilab
+    except BaseException:
+        request.node.stash[FAILED_KEY] = True
+        raise
+    finally:
+        try:
+            ilab.close()
+        finally:
+            lab.close()
+        if request.node.stash[FAILED_KEY]:
+            keep = ARTIFACTS / request.node.name.replace("/", "_")
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.mkdir(parents=True)
+            for pattern in ("*.log", "*.toml", "state/../log/*.log"):
+                for f in workdir.glob(pattern):
+                    shutil.copy2(f, keep / f.name)
+
+
+@pytest.fixture(autouse=True)
+def _note_failures(request):
+    """Mark the module's lab as failed when one of its tests fails, to keep its logs."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        request.node.parent.stash[FAILED_KEY] = True

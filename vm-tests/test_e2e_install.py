@@ -1,0 +1,125 @@
+"""End to end, for real: a golden client captured, QEMU machines PXE-installed from it.
+
+All scenarios share one appliance and one captured image (the module's lab);
+each checks what its machine printed on its serial console after booting the
+installed disk by itself.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+INSTALL_TIMEOUT = 900
+BOOT_TIMEOUT = 300
+BOOTED = r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+) root=(\S+) firmware=(\S+)"
+
+
+@pytest.fixture(scope="module")
+def hosts(install_lab):
+    return install_lab.addclients("golden_v1", "node", 6)
+
+
+def installed_and_booted(lab, machine):
+    """Power on, wait for the install to succeed and the installed system to boot."""
+    machine.guest.start()
+    t = time.time()
+    run = lab.wait_installed(machine.hostname, INSTALL_TIMEOUT)
+    booted = machine.guest.wait_for(BOOTED, BOOT_TIMEOUT)
+    lab.timings[f"{machine.hostname} install+boot"] = time.time() - t
+    return run, booted
+
+
+def test_bios_install_then_netboot_once(install_lab, hosts):
+    """The manual's flow on a BIOS machine; a larger disk than the golden client's is used."""
+    lab = install_lab
+    node = lab.machine("node1", "52:54:00:77:00:11", firmware="bios", disk_size="1G")
+    try:
+        run, booted = installed_and_booted(lab, node)
+        assert run["percent"] == 100 and run["bytes"] > 10 * 2**20
+        assert booted.groups()[0:2] == ("node1", "10.77.0.11/24"), "static_dhcp: addclients' address"
+        assert booted.group(4) == "bios"
+        disk = node.guest.wait_for(r"SI-GOLDEN-DISK root_kb=(\d+)", 30)
+        assert int(disk.group(1)) > 900_000, "the root file system did not grow into the 1 GiB disk"
+        assert next(h for h in lab.api("/api/hosts") if h["hostname"] == "node1")["netboot"] == "local"
+    finally:
+        node.guest.stop()
+    node.guest.start()  # second power-on: PXE again, netboot-once sends it to its disk
+    try:
+        again = node.guest.wait_for(BOOTED, BOOT_TIMEOUT)
+        assert again.group(1) == "node1"
+        assert "SystemImager" not in node.guest.console()[:again.start()]
+        assert len([r for r in lab.api("/api/installs") if r["hostname"] == "node1"]) == 1
+    finally:
+        node.guest.stop()
+
+
+def test_uefi_install_on_gpt_with_esp(install_lab, hosts):
+    lab = install_lab
+    node = lab.machine("node2", "52:54:00:77:00:12", firmware="uefi", disk_size="1G")
+    try:
+        run, booted = installed_and_booted(lab, node)
+        assert booted.groups()[0:2] == ("node2", "10.77.0.12/24")
+        assert booted.group(4) == "uefi", "the installed disk did not boot through UEFI"
+    finally:
+        node.guest.stop()
+
+
+def test_static_and_replicant_keep_their_network(install_lab, hosts):
+    lab = install_lab
+    lab.capture("golden_static", ip_assignment="static")
+    lab.capture("golden_replicant", ip_assignment="replicant")
+    lab.addclients("golden_static", "node", 1, start=3)
+    lab.addclients("golden_replicant", "node", 1, start=4)
+    static = lab.machine("node3", "52:54:00:77:00:13")
+    replicant = lab.machine("node4", "52:54:00:77:00:14")
+    try:
+        static.guest.start()
+        replicant.guest.start()
+        for machine in (static, replicant):
+            lab.wait_installed(machine.hostname, INSTALL_TIMEOUT)
+        s = static.guest.wait_for(BOOTED, BOOT_TIMEOUT)
+        r = replicant.guest.wait_for(BOOTED, BOOT_TIMEOUT)
+        boot_s = static.guest.console()[static.guest.console().rfind("Run /init"):]
+        boot_r = replicant.guest.console()[replicant.guest.console().rfind("Run /init"):]
+        assert s.group(2) == "10.77.0.13/24" and "udhcpc" not in boot_s, "static: no DHCP after install"
+        assert "udhcpc: lease of" in boot_r, "replicant: the image's own DHCP configuration stays"
+    finally:
+        static.guest.stop()
+        replicant.guest.stop()
+
+
+def test_unknown_machine_is_not_installed(install_lab, hosts):
+    lab = install_lab
+    stranger = lab.machine("stranger", "52:54:00:77:00:99", enrol=False, disk_size="256M")
+    disk = stranger.guest.disk
+    try:
+        stranger.guest.start()
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(
+                l["mac"] == "52:54:00:77:00:99" for l in lab.api("/api/leases") or []):
+            time.sleep(2)
+        assert any(l["mac"] == "52:54:00:77:00:99" for l in lab.api("/api/leases")), "it never got an address"
+        time.sleep(20)  # time enough to fetch its boot script and act on it
+    finally:
+        stranger.guest.stop()
+    assert not any(r["hostname"] == "stranger" for r in lab.api("/api/installs"))
+    with open(disk, "rb") as f:
+        assert not any(f.read(1 << 20)), "the unknown machine's disk was written"
+
+
+def test_autoinstall_cd_with_local_cfg(install_lab, hosts, tmp_path):
+    lab = install_lab
+    local_cfg = tmp_path / "local.cfg"
+    local_cfg.write_text("HOSTNAME=node5\nDOMAINNAME=lab.example\nDEVICE=eth0\nIPADDR=10.77.0.15\n"
+                         "NETMASK=255.255.255.0\nGATEWAY=10.77.0.1\nIMAGESERVER=10.77.0.1\n")
+    iso = lab.workdir / "autoinstall.iso"
+    lab.si("mkautoinstallcd", "--out-file", str(iso), "--local-cfg", str(local_cfg), "--serial", "ttyS0,115200n8")
+    node = lab.machine("node5", "52:54:00:77:00:15", cdrom=iso, boot=("disk", "cdrom"))
+    try:
+        run, booted = installed_and_booted(lab, node)
+        assert booted.group(1) == "node5"
+        assert "local.cfg" in node.guest.console()
+    finally:
+        node.guest.stop()
