@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("--no-master-script", action="store_true",
                    help="keep the image's (customised) master autoinstall script; do not rewrite it")
     p.add_argument("--yes", action="store_true", help="ask nothing: confirm, and leave unset what no option gives")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (also off when stderr is not a terminal; saves rsync's progress cost)")
     p.set_defaults(func=getimage)
 
 
@@ -77,9 +78,10 @@ def getimage(args) -> int:
                                                 (existing or {}).get("ip_method") or "dynamic_dhcp")
         opts.post_install = opts.post_install or _ask("After installing, clients should", engine.POST_INSTALL,
                                                       (existing or {}).get("post_install") or "reboot")
+    show = not args.no_progress and console.is_terminal
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                        console=console, disable=args.no_progress, transient=False)
+                        console=console, disable=not show, transient=False)
     task = progress.add_task(args.image, total=100)
 
     def on_progress(done: int, percent: int) -> None:
@@ -89,7 +91,8 @@ def getimage(args) -> int:
 
     try:
         with progress:
-            result = engine.getimage(cfg, store, opts, on_progress, on_note=lambda s: console.print(s))
+            result = engine.getimage(cfg, store, opts, on_progress if show else None,
+                                     on_note=lambda s: console.print(s))
     except ImageError as exc:
         raise CliError(str(exc)) from None
     for warning in result.warnings:
