@@ -186,6 +186,12 @@ def test_second_version_shares_unchanged_files(env):
     changed = sorted((env.root / "usr/lib/x").iterdir())[:3]
     for p in changed:
         p.write_bytes(b"changed " + p.read_bytes())
+    # Attribute-only changes: the new version gets them, the parent must not.
+    os.chmod(env.root / "usr/lib/x/f0010", 0o700)
+    os.chown(env.root / "usr/bin/busy", 4321, 4321)          # a hard-link group of three names
+    os.setxattr(env.root / "usr/lib/x/f0011", "user.si.new", b"1")
+    os.utime(env.root / "etc/abs-link", ns=(1, 2), follow_symlinks=False)
+    before = snapshot(env.state / "images/.versions/web/1")
     proc = env.getimage("web")
     assert proc.stdout.strip().endswith("web@2"), proc.stdout
     v1, v2 = env.state / "images/.versions/web/1", env.state / "images/.versions/web/2"
@@ -197,6 +203,9 @@ def test_second_version_shares_unchanged_files(env):
         assert os.stat(v1 / rel).st_ino != os.stat(v2 / rel).st_ino
         assert (v2 / rel).read_bytes().startswith(b"changed ")
         assert not (v1 / rel).read_bytes().startswith(b"changed "), "old version was modified"
+    assert snapshot(v1) == before, "making version 2 changed version 1"
+    assert os.stat(v2 / "usr/lib/busy-again").st_uid == 4321
+    assert os.stat(v2 / "usr/lib/busy-again").st_ino == os.stat(v2 / "usr/bin/busy").st_ino
     one = disk_usage([v1])
     both = disk_usage([v1, v2])
     assert both - one < 0.1 * one, f"second version costs {both - one} bytes of {one}"

@@ -190,3 +190,28 @@ def test_http_serves_the_client_program(tmp_path):
 
     status, body = asyncio.run(fetch())
     assert status == 200 and body == SICLIENT.read_bytes()
+
+
+def test_the_manuals_spelling_parses():
+    from appliance.cli import build_parser, normalise_single_dash
+    parser = build_parser()
+    for argv in (["getimage", "-golden-client", "gc1", "-image", "web"],
+                 ["getimage", "-g", "gc1", "-im", "web", "-ip", "static"]):
+        args = parser.parse_args(normalise_single_dash(argv))
+        assert (args.golden_client, args.image) == ("gc1", "web")
+    assert parser.parse_args(normalise_single_dash(argv)).ip_assignment == "static"
+
+
+def test_rsync_progress_is_parsed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i}").write_bytes(os.urandom(100_000))
+    seen = []
+    status, out, err = g.run_rsync(["rsync", "-a", "--stats", "--info=progress2", f"{src}/", f"{tmp_path / 'dst'}/"],
+                                   dict(os.environ, LC_ALL="C"), lambda done, pct: seen.append((done, pct)))
+    assert status == 0, err
+    assert seen and seen[-1] == (2_000_000, 100), seen[-3:]
+    assert g._total_size(out) == 2_000_000
+    cmd = g.rsync_command(g.Options("gc", "web"), tmp_path, None, tmp_path / "x", progress=False)
+    assert "--info=progress2" not in cmd and "--sparse" in cmd and "-aHAX" in cmd

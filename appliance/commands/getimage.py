@@ -1,6 +1,7 @@
 """si getimage: pull a golden client's system into a new image version."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,13 +34,23 @@ def register(sub) -> None:
                    help="update the current version in place (only changes move, deleted files go) "
                         "instead of making a new version")
     p.add_argument("--bwlimit", type=int, metavar="KBPS", help="limit the pull's bandwidth (KiB/s)")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-master-script", action="store_true",
+                   help="keep the image's (customised) master autoinstall script; do not rewrite it")
+    p.add_argument("--yes", action="store_true", help="ask nothing: confirm, and leave unset what no option gives")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (also off when stderr is not a terminal; saves rsync's progress cost)")
     p.set_defaults(func=getimage)
 
 
+def _ask(question: str, choices: tuple[str, ...], default: str) -> str:
+    while True:
+        answer = input(f"{question} ({'/'.join(choices)}) [{default}]: ").strip() or default
+        if answer in choices:
+            return answer
+        print(f"please answer one of: {', '.join(choices)}")
+
+
 def getimage(args) -> int:
-    import os
     cfg = load_config(args)
     store = open_store(cfg)
     opts = engine.Options(golden_client=args.golden_client, image=args.image, excludes=args.exclude,
@@ -63,9 +74,14 @@ def getimage(args) -> int:
         if input("Continue? ([y]/n): ").strip().lower() not in ("", "y", "yes"):
             console.print("Nothing done.")
             return 1
+        opts.ip_method = opts.ip_method or _ask("IP assignment method", IP_METHODS,
+                                                (existing or {}).get("ip_method") or "dynamic_dhcp")
+        opts.post_install = opts.post_install or _ask("After installing, clients should", engine.POST_INSTALL,
+                                                      (existing or {}).get("post_install") or "reboot")
+    show = not args.no_progress and console.is_terminal
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                        console=console, disable=args.no_progress, transient=False)
+                        console=console, disable=not show, transient=False)
     task = progress.add_task(args.image, total=100)
 
     def on_progress(done: int, percent: int) -> None:
@@ -75,7 +91,8 @@ def getimage(args) -> int:
 
     try:
         with progress:
-            result = engine.getimage(cfg, store, opts, on_progress, on_note=lambda s: console.print(s))
+            result = engine.getimage(cfg, store, opts, on_progress if show else None,
+                                     on_note=lambda s: console.print(s))
     except ImageError as exc:
         raise CliError(str(exc)) from None
     for warning in result.warnings:
@@ -87,7 +104,7 @@ def getimage(args) -> int:
         console.print(f"{result.image}@{result.version} is complete and current: {result.path} ({size}, "
                       f"{result.seconds:.1f} s; left out the contents of: "
                       f"{', '.join(result.excluded) or 'nothing'})")
-    written = engine.write_master_script(cfg, store, result.image)
+    written = None if args.no_master_script else engine.write_master_script(cfg, store, result.image)
     if written:
         console.print(f"master autoinstall script: {written}")
     print(f"{result.image}@{result.version}")

@@ -102,19 +102,17 @@ def versions(args) -> int:
     table = Table(title=f"{name}: versions (disk use counts files shared with older versions once)")
     for column in ("version", "state", "parent", "size", "new on disk", "created", "path"):
         table.add_column(column)
-    seen_paths: list[Path] = []
-    used_before = 0
+    seen: set = set()
+    total = 0
     for r in rows:
         path = Path(r["path"])
-        if path.exists():
-            seen_paths.append(path)
-        used = disk_usage(seen_paths)
+        added = disk_usage([path], seen) if path.exists() else 0
+        total += added
         mark = " (current)" if current and r["version"] == current["version"] else ""
         table.add_row(str(r["version"]) + mark, r["state"], str(r["parent"] or "-"), _size(r["size"]),
-                      _size(used - used_before), _when(r["created"]), r["path"])
-        used_before = used
+                      _size(added), _when(r["created"]), r["path"])
     Console().print(table)
-    print(f"all versions together use {_size(used_before)} on disk")
+    print(f"all versions together use {_size(total)} on disk")
     return 0
 
 
