@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from .atomicfile import write_atomic
-from .autoinstall.render import valid_image_name, write_master_script
-from .config import Config, Pool, valid_domain
+from services.atomicfile import write_atomic
+from .autoinstall.render import write_master_script
+from .config import Config, Pool, valid_domain, valid_image_name
 from .store.records import Host
 
 MAX_CLIENTS = 65536

@@ -17,6 +17,7 @@ DEFAULT_PATH = Path("/etc/systemimager/appliance.toml")
 SERVICE_NAMES = ("dhcp", "tftp", "dns", "http", "rsyncd")
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -181,6 +182,11 @@ def _positive(table: dict, key: str, prefix: str, default: int | float, kind=int
     if value <= 0:
         raise ConfigError(f"{prefix}{key}: must be greater than 0, got {value}")
     return value
+
+
+def valid_image_name(name: object) -> bool:
+    """Image names become directory, rsync module and script names: no '/', no '..'."""
+    return isinstance(name, str) and bool(IMAGE_NAME.match(name)) and ".." not in name
 
 
 def valid_domain(name: str) -> bool:

@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -27,18 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .config import Config
+from .config import Config, valid_image_name
 
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 VERSIONS = ".versions"
 
 
 class ImageError(ValueError):
     """An image operation cannot be done; the message says why, in one line."""
-
-
-def valid_image_name(name: str) -> bool:
-    return bool(isinstance(name, str) and IMAGE_NAME.match(name) and ".." not in name)
 
 
 def check_image_name(name: str) -> str:

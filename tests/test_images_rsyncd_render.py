@@ -66,11 +66,11 @@ def test_no_subnets_means_loopback_only(tmp_path):
     assert sections(render.render(c, []))[""]["hosts allow"] == "127.0.0.1"
 
 
-def test_write_atomic_replaces_and_reports_change(tmp_path):
+def test_write_if_changed_replaces_and_reports_change(tmp_path):
     p = tmp_path / "run/rsyncd.conf"
-    assert render.write_atomic(p, "a\n") is True
+    assert render.write_if_changed(p, "a\n") is True
     inode = p.stat().st_ino
-    assert render.write_atomic(p, "a\n") is False and p.stat().st_ino == inode
-    assert render.write_atomic(p, "b\n") is True and p.read_text() == "b\n"
+    assert render.write_if_changed(p, "a\n") is False and p.stat().st_ino == inode
+    assert render.write_if_changed(p, "b\n") is True and p.read_text() == "b\n"
     assert p.stat().st_ino != inode  # a new file renamed over: readers see old or new, never half
     assert [x.name for x in p.parent.iterdir()] == ["rsyncd.conf"]

@@ -1,25 +1,18 @@
 """Render `<image>.master` from an install plan (jinja2) and write it atomically."""
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
 
-from ..atomicfile import write_atomic
-from ..config import Config
+from services.atomicfile import write_atomic
+
+from ..config import Config, valid_image_name
 from .plan import InstallPlan, build_plan
 
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
 POST_INSTALL = ("reboot", "shutdown", "beep")
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-
-
-def valid_image_name(name: str) -> bool:
-    return bool(IMAGE_NAME.match(name)) and ".." not in name
-
-
 def shell_quote(value: object) -> str:
     """One shell word, single-quoted (the only quoting busybox sh and every sh agree on)."""
     return "'" + str(value).replace("'", "'\\''") + "'"

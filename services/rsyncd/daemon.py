@@ -54,7 +54,7 @@ class RsyncdService(Service):
     def rewrite_config(self) -> None:
         """Re-render rsyncd.conf; the next connection sees it."""
         cfg = self.ctx.config
-        if render.write_atomic(render.conf_path(cfg), render.render_from_store(cfg, self.ctx.store)):
+        if render.write_if_changed(render.conf_path(cfg), render.render_from_store(cfg, self.ctx.store)):
             self.counters["config_writes"] += 1
             self.log.info("rsyncd.conf rewritten")
 

@@ -7,19 +7,17 @@ from the install subnets, known hosts' addresses and 127.0.0.1.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
-from appliance.config import Config
+from appliance.config import Config, valid_image_name
+
+from ..atomicfile import write_atomic
 
 TEMPLATE = Path(__file__).with_name("rsyncd.conf.j2")
-# Same rule as appliance.images.valid_image_name (services may not import appliance.images).
-_IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 # A value that would break out of its line or section in rsyncd.conf.
 _UNSAFE_VALUE = re.compile(r"[\n\r\x00\[\]]")
 
@@ -42,7 +40,7 @@ def modules(cfg: Config, versions: list[dict]) -> list[Module]:
     latest: dict[str, dict] = {}
     for v in sorted(versions, key=lambda v: (v["image"], v["version"])):
         name, path = v["image"], str(v["path"])
-        if not _IMAGE_NAME.match(name) or ".." in name or _UNSAFE_VALUE.search(path) \
+        if not valid_image_name(name) or _UNSAFE_VALUE.search(path) \
                 or v.get("state", "complete") != "complete":
             continue  # never let a bad row into the config
         out.append(Module(f"{name}@{v['version']}", path, f"image {name} version {v['version']}"))
@@ -81,33 +79,19 @@ def render_from_store(cfg: Config, store) -> str:
     return render(cfg, store.complete_image_versions(), [h.ip for h in store.hosts() if h.ip])
 
 
-def write_atomic(path: Path, text: str) -> bool:
-    """Replace path with text (temp file + rename); False when it was already so."""
+def write_if_changed(path: Path, text: str) -> bool:
+    """Replace path with text atomically; False when it was already so."""
     try:
         if path.read_text() == text:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".rsyncd.conf.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, text)
     return True
 
 
 def write_config(cfg: Config, store) -> Path:
     """Render from the store and install the result where the daemon reads it."""
     path = conf_path(cfg)
-    write_atomic(path, render_from_store(cfg, store))
+    write_if_changed(path, render_from_store(cfg, store))
     return path
