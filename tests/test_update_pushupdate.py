@@ -67,3 +67,37 @@ def test_pushupdate_needs_matching_hosts(lab, tmp_path):
     out = lab.run(app, *SI, "pushupdate", "--config", str(cfg), "--image", "x", "--hosts", "nope*",
                   check=False)
     assert out.returncode == 2 and "no hosts match" in out.stderr
+
+
+def test_pushupdate_runs_the_real_updateclient(lab, tmp_path):
+    """Real ssh, real updateclient, real rsync daemon: one updated, one failing, one unreachable."""
+    keys = SshKeys(tmp_path)
+    app, clients, cfg = _network(lab, tmp_path, ["c1", "c2", "c3"])
+    v1, v2 = tmp_path / "img" / "v1", tmp_path / "img" / "v2"
+    for root, text in ((v1, "tool v1\n"), (v2, "tool version 2\n")):
+        (root / "usr/bin").mkdir(parents=True)
+        (root / "usr/bin/tool").write_text(text)
+    conf = tmp_path / "rsyncd.conf"
+    conf.write_text(f"pid file = {tmp_path}/rsyncd.pid\nuse chroot = no\nnumeric ids = yes\n"
+                    f"[web@2]\npath = {v2}\nread only = yes\nuid = root\ngid = root\n")
+    lab.popen(app, "rsync", "--daemon", "--no-detach", f"--config={conf}", "--address=10.77.0.1")
+    roots = {"c1": tmp_path / "c1-root", "c2": tmp_path / "c2-is-a-file"}
+    subprocess.run(["cp", "-a", str(v1), str(roots["c1"])], check=True)
+    roots["c2"].write_text("not a directory: updateclient must fail here\n")
+    for name in ("c1", "c2"):
+        ns, address = clients[name]
+        keys.start_sshd(lab, ns, name, address, env={"SI_ROOT": str(roots[name])})
+    store = Store(tmp_path / "state" / "appliance.db")
+    for name, (_, address) in clients.items():
+        store.upsert_host(Host(name, ip=address, grp="web"))
+    from appliance.client import siclient
+    # Each client updates its own tree (the namespaces share one file system here).
+    command = f"""sh -c 'exec {sys.executable} {siclient.__file__} updateclient --root "$SI_ROOT" --no-report "$@"' updateclient"""
+    out = lab.run(app, *SI, "pushupdate", "--config", str(cfg), "--image", "web:2", "--group", "web",
+                  "--ssh-key", str(keys.client_key), "--command", command, check=False, timeout=180)
+    text = out.stdout
+    rows = [[c.strip() for c in l.split("│")[1:-1]] for l in text.splitlines() if l.startswith("│")]
+    verdict = {r[0]: r[1] for r in rows if r and r[0] in ("c1", "c2", "c3")}
+    assert verdict == {"c1": "ok", "c2": "failed", "c3": "unreachable"}, text + out.stderr
+    assert out.returncode == 1
+    assert (roots["c1"] / "usr/bin/tool").read_text() == "tool version 2\n"
