@@ -57,8 +57,8 @@ def daemon_bytes(log: Path, since: int) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--size", type=int, default=64 * 1024)
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--size", type=int, default=16 * 1024)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="si-bench-update-"))

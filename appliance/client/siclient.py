@@ -556,7 +556,8 @@ def _run_rsync(cmd, args):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     except FileNotFoundError:
         raise Fail("rsync not found; install it")
-    last_report = 0.0
+    last_report = last_shown = 0.0
+    progress = b""
     pending = b""
     fd = proc.stdout.fileno()
     while True:
@@ -567,19 +568,26 @@ def _run_rsync(cmd, args):
         lines = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
         pending = lines.pop()
         for raw in lines:
-            line = raw.decode("utf-8", "replace")
-            m = _PROGRESS2.match(line)
-            if m and not args.dry_run:
-                sys.stdout.write("\r" + line.strip()[:78])
-                sys.stdout.flush()
-                if time.time() - last_report > 2:
-                    last_report = time.time()
-                    report(args, {"phase": "rsync", "percent": int(m.group(2)),
-                                  "bytes": int(m.group(1).replace(",", ""))})
-            elif line.strip():
-                say(line)
+            if not args.dry_run and _PROGRESS2.match(raw.decode("ascii", "replace")):
+                progress = raw  # rsync rewrites this line per file: show it a few times a second
+                continue
+            if raw.strip():
+                say(raw.decode("utf-8", "replace"))
+        now = time.time()
+        if progress and now - last_shown > 0.25:
+            last_shown = now
+            line = progress.decode("ascii", "replace")
+            sys.stdout.write("\r" + line.strip()[:78])
+            sys.stdout.flush()
+            if now - last_report > 2:
+                last_report = now
+                m = _PROGRESS2.match(line)
+                report(args, {"phase": "rsync", "percent": int(m.group(2)),
+                              "bytes": int(m.group(1).replace(",", ""))})
     if pending.strip():
         say(pending.decode("utf-8", "replace"))
+    if progress:  # the final figures
+        sys.stdout.write("\r" + progress.decode("ascii", "replace").strip()[:78])
     if not args.dry_run:
         say("")
     return proc.wait()
