@@ -65,7 +65,8 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
         if host is None:
             counters["progress_refused"] = counters.get("progress_refused", 0) + 1
             return _error(404, f"unknown host {hostname}")
-        owners = {host.ip} | {l.ip for l in store.leases() if l.hostname == hostname or l.mac == host.mac}
+        lease = store.lease_for_mac(host.mac) if host.mac else None
+        owners = {host.ip, lease.ip if lease else None} - {None}
         if request.remote not in owners:
             counters["progress_refused"] = counters.get("progress_refused", 0) + 1
             return _error(403, f"{request.remote} does not own host {hostname}")

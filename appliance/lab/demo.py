@@ -52,14 +52,17 @@ class Appliance:
             time.sleep(0.3)
         raise RuntimeError(f"si up did not become healthy in {timeout:.0f}s:\n{self.log_path.read_text()}")
 
-    def health(self) -> dict | None:
-        port = _http_port(self.config)
-        out = self.lab.run(self.ns, "curl", "-s", "--max-time", "2",
-                           f"http://127.0.0.1:{port}/api/health", check=False)
+    def get(self, path: str, timeout: float = 5) -> dict | list | None:
+        """GET a JSON path of the appliance's API from inside its namespace; None if no answer."""
+        out = self.lab.run(self.ns, "curl", "-s", "--max-time", str(timeout),
+                           f"http://127.0.0.1:{_http_port(self.config)}{path}", check=False)
         try:
-            return json.loads(out.stdout) if out.returncode == 0 else None
+            return json.loads(out.stdout) if out.returncode == 0 and out.stdout else None
         except ValueError:
             return None
+
+    def health(self) -> dict | None:
+        return self.get("/api/health", timeout=2)
 
     def si(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return self.lab.run(self.ns, *SI, *args, "--config", str(self.config), check=check, timeout=timeout)

@@ -55,10 +55,7 @@ class InstallLab:
         return self.appliance.si(*args, **kw)
 
     def api(self, path: str):
-        port = 8080
-        out = self.lab.run(self.appliance.ns, "curl", "-sf", "--max-time", "5",
-                           f"http://127.0.0.1:{port}{path}", check=False)
-        return json.loads(out.stdout) if out.returncode == 0 and out.stdout else None
+        return self.appliance.get(path)
 
     # --- the golden client and its image ---------------------------------
     def prepare_golden(self) -> str:
