@@ -230,6 +230,26 @@ def test_no_change_makes_no_new_version(env):
     proc = env.getimage("web")
     assert proc.stdout.strip().endswith("web@2") and "has not changed" in proc.stderr, proc.stderr
     assert [v["version"] for v in env.store().image_versions("web")] == [1, 2]
+    # The image's copy of mounted_filesystems was current: no second round trip for it.
+    assert "reading /etc/systemimager/mounted_filesystems" not in proc.stderr, proc.stderr
+
+
+def test_a_new_mount_on_the_golden_client_is_left_out(env):
+    """The image's recorded mounts are a shortcut only: a changed list is fetched and obeyed."""
+    recorded = env.root / "etc/systemimager/mounted_filesystems"
+    before = recorded.read_text()
+    (env.root / "srv/cache").mkdir(parents=True)
+    (env.root / "srv/cache/volatile").write_text("not part of the system\n")
+    recorded.write_text(before + "tmpfs /srv/cache tmpfs rw 0 0\n")   # as prepareclient records it
+    try:
+        proc = env.getimage("web", "--update")
+        assert "reading /etc/systemimager/mounted_filesystems" in proc.stderr, proc.stderr
+        v2 = env.state / "images/.versions/web/2"
+        assert (v2 / "srv/cache").is_dir() and not (v2 / "srv/cache/volatile").exists()
+    finally:
+        recorded.write_text(before)
+        shutil.rmtree(env.root / "srv/cache")
+    env.getimage("web", "--update")
 
 
 def test_interrupted_pull_leaves_current_version(env):
