@@ -333,6 +333,25 @@ def test_write_master_script_atomic_and_from_store(tmp_path):
         write_master_script(cfg, store, "../evil")
 
 
+def test_master_script_rewritten_only_when_its_inputs_change(tmp_path):
+    """A no-change getimage leaves the script (and an edit to it) alone; new settings rewrite it."""
+    cfg = parse({"interface": "lo", "address": "10.1.0.1", "state_dir": str(tmp_path / "state"),
+                 "services": {"dhcp": False}})
+    store = Store(cfg.db_path)
+    version_dir = cfg.images_dir / ".versions" / "web" / "1"
+    uefi_image(tmp_path)
+    version_dir.parent.mkdir(parents=True)
+    os.rename(tmp_path / "uefi", version_dir)
+    store.add_image_version("web", 1, str(version_dir), ip_method="static_dhcp", post_install="reboot")
+    store.finish_image_version("web", 1, 1)
+    path = write_master_script(cfg, store, "web")
+    path.write_text(path.read_text() + "# edited by hand\n")
+    assert "# edited by hand" in write_master_script(cfg, store, "web").read_text(), "same inputs: kept"
+    store.set_image_details("web", ip_method="replicant", post_install="reboot", golden_client="g")
+    text = write_master_script(cfg, store, "web").read_text()
+    assert "# edited by hand" not in text and "IP_METHOD=${IP_METHOD:-replicant}" in text
+
+
 # --- the boot loader step, run for real against scratch targets (own mount namespace) ---
 
 def _fake_tool(target: Path, rel: str, body: str = "") -> None:

@@ -1,10 +1,10 @@
 """Render `<image>.master` from an install plan (jinja2) and write it atomically."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
-
-import jinja2
 
 from services.atomicfile import write_atomic
 
@@ -13,21 +13,32 @@ from .plan import InstallPlan, build_plan
 
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
 POST_INSTALL = ("reboot", "shutdown", "beep")
+
+
 def shell_quote(value: object) -> str:
     """One shell word, single-quoted (the only quoting busybox sh and every sh agree on)."""
     return "'" + str(value).replace("'", "'\\''") + "'"
 
 
-_env = jinja2.Environment(
-    loader=jinja2.PackageLoader("appliance.autoinstall", "templates"),
-    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined, autoescape=False)
-_env.filters["sq"] = shell_quote
+HERE = Path(__file__).parent
+# What the script is made from besides the image: a change to any rewrites it.
+CODE = (HERE / "templates/master.sh.j2", HERE / "render.py", HERE / "plan.py", HERE / "scheme.py", HERE / "fstab.py")
 
 
-def render_master(plan: InstallPlan) -> str:
-    return _env.get_template("master.sh.j2").render(
-        image=plan.image, plan=plan,
+@cache
+def _environment():
+    import jinja2  # a tenth of a second: only paid when a script is really written
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("appliance.autoinstall", "templates"),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined, autoescape=False)
+    env.filters["sq"] = shell_quote
+    return env
+
+
+def render_master(plan: InstallPlan, inputs: str = "") -> str:
+    return _environment().get_template("master.sh.j2").render(
+        image=plan.image, plan=plan, inputs=inputs,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
@@ -48,11 +59,36 @@ def plan_for(cfg: Config, store, image: str) -> InstallPlan:
                       post_install=post, rsync_port=cfg.rsyncd.port)
 
 
+def inputs_fingerprint(cfg: Config, store, image: str) -> str:
+    """A hash of everything the script is rendered from: code, settings, image tree."""
+    info = store.image(image) or {}
+    root = image_root(cfg, store, image)
+    try:
+        st = root.stat()   # a pull that changed the tree made a new directory (see images.py)
+        tree = (str(root), st.st_ino, st.st_ctime_ns)
+    except OSError:
+        tree = (str(root),)
+    h = hashlib.sha256(repr((image, info.get("ip_method"), info.get("post_install"),
+                             cfg.rsyncd.port, tree)).encode())
+    for source in CODE:
+        h.update(source.read_bytes())
+    return h.hexdigest()[:32]
+
+
 def write_master_script(cfg: Config, store, image_name: str) -> Path:
-    """Write scripts_dir/<image>.master; host links (and edited copies) are untouched."""
+    """Write scripts_dir/<image>.master unless it is already made from the same inputs.
+
+    Host links (and edited copies) are untouched.
+    """
     if not valid_image_name(image_name):
         raise ValueError(f"image name {image_name!r} is not valid")
-    plan = plan_for(cfg, store, image_name)
     path = cfg.scripts_dir / f"{image_name}.master"
-    write_atomic(path, render_master(plan), mode=0o755)
+    inputs = inputs_fingerprint(cfg, store, image_name)
+    try:
+        with path.open() as f:
+            if f"# inputs: {inputs}\n" in [f.readline() for _ in range(4)]:
+                return path
+    except OSError:
+        pass
+    write_atomic(path, render_master(plan_for(cfg, store, image_name), inputs), mode=0o755)
     return path
