@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 from pathlib import Path
 
 from .. import config as config_mod
@@ -28,3 +30,23 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 def open_store(cfg: config_mod.Config) -> Store:
     return Store(cfg.db_path)
+
+
+class PlainConsole:
+    """Stands in for rich's Console when stderr is not a terminal (scripts, logs, cron).
+
+    Importing rich costs a tenth of a second, which a command run in a loop feels.
+    """
+    is_terminal = False
+    _MARKUP = re.compile(r"\[/?[a-z ]*\]")
+
+    def print(self, text: str = "") -> None:
+        print(self._MARKUP.sub("", str(text)), file=sys.stderr)
+
+
+def stderr_console():
+    """rich's Console on a terminal, else plain lines."""
+    if not sys.stderr.isatty():
+        return PlainConsole()
+    from rich.console import Console
+    return Console(stderr=True)

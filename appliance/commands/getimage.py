@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
-    TransferSpeedColumn
 
 from .. import getimage as engine
 from ..config import IP_METHODS
 from ..images import ImageError
-from ._common import CliError, add_config_arg, load_config, open_store
+from ._common import CliError, add_config_arg, load_config, open_store, stderr_console
 
 
 def register(sub) -> None:
@@ -50,6 +47,28 @@ def _ask(question: str, choices: tuple[str, ...], default: str) -> str:
         print(f"please answer one of: {', '.join(choices)}")
 
 
+@contextmanager
+def _progress_bar(console, image: str, show: bool):
+    """Yields the progress callback for the engine (None: no progress asked of rsync)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, \
+        TransferSpeedColumn
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    task = progress.add_task(image, total=100)
+
+    def on_progress(done: int, percent: int) -> None:
+        # rsync reports bytes so far and a percentage; derive the total from both.
+        total = done * 100 // percent if percent else None
+        progress.update(task, completed=done, total=total or max(done, 1))
+
+    with progress:
+        yield on_progress
+
+
 def getimage(args) -> int:
     cfg = load_config(args)
     store = open_store(cfg)
@@ -61,7 +80,7 @@ def getimage(args) -> int:
         engine.check_options(opts)
     except ImageError as exc:
         raise CliError(str(exc)) from None
-    console = Console(stderr=True)
+    console = stderr_console()
     existing = store.image(args.image)
     what = ("update the current version of" if args.update and existing else
             "make a new version of" if existing else "create")
@@ -79,20 +98,9 @@ def getimage(args) -> int:
         opts.post_install = opts.post_install or _ask("After installing, clients should", engine.POST_INSTALL,
                                                       (existing or {}).get("post_install") or "reboot")
     show = not args.no_progress and console.is_terminal
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                        DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                        console=console, disable=not show, transient=False)
-    task = progress.add_task(args.image, total=100)
-
-    def on_progress(done: int, percent: int) -> None:
-        # rsync reports bytes so far and a percentage; derive the total from both.
-        total = done * 100 // percent if percent else None
-        progress.update(task, completed=done, total=total or max(done, 1))
-
     try:
-        with progress:
-            result = engine.getimage(cfg, store, opts, on_progress if show else None,
-                                     on_note=lambda s: console.print(s))
+        with _progress_bar(console, args.image, show) as on_progress:
+            result = engine.getimage(cfg, store, opts, on_progress, on_note=lambda s: console.print(s))
     except ImageError as exc:
         raise CliError(str(exc)) from None
     for warning in result.warnings:
