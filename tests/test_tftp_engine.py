@@ -277,3 +277,46 @@ def test_no_input_makes_the_engine_send_more_than_a_window(window, events):
         else:
             t.handle(value, now)
             assert wire.take() == []
+
+
+class Train(Wire):
+    """A socket with UDP GSO: cuts each train into datagrams of `slot` bytes; may refuse."""
+
+    def __init__(self, accept: bool = True):
+        super().__init__()
+        self.accept, self.trains = accept, 0
+
+    def train(self, view, slot):
+        if not self.accept:
+            return False
+        data = bytes(view)
+        self.sent += [data[i:i + slot] for i in range(0, len(data), slot)]
+        self.trains += 1
+        return True
+
+
+@pytest.mark.parametrize("accept", [True, False])
+@pytest.mark.parametrize("size", [0, 512 * 16, 512 * 16 + 7, 100_000])
+def test_windows_go_as_trains_or_one_by_one(accept, size):
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    wire = Train(accept)
+    t = ReadTransfer(BytesSource(data), wire, {"windowsize": "16"}, now=0.0)
+    t.send_train = wire.train
+    t.start()
+    got, expected, now = bytearray(), 1, 0.0
+    while not t.done:
+        last = None
+        for pkt in wire.take():
+            if isinstance(pkt, P.Data):
+                assert pkt.block == expected & 0xFFFF
+                got += pkt.payload
+                expected += 1
+            last = pkt.block if isinstance(pkt, P.Data) else 0
+        assert last is not None, "engine went silent"
+        now += 0.001
+        t.handle(ack(last), now)
+    assert bytes(got) == data
+    assert (t.trains > 0) == (accept and size >= 1024), "a window of two or more blocks is one train"
+    assert wire.trains == t.trains
+    if not accept and size >= 1024:
+        assert t.send_train is None, "after a refusal the engine stops asking"

@@ -167,6 +167,19 @@ def test_atftp_window_big_file(srv, tree, tmp_path):
     assert sha(tmp_path / "out") == sha(tree / "big")
 
 
+def test_windows_leave_as_gso_trains(fresh, tree, tmp_path):
+    """A windowed transfer sends each window with one sendto (UDP GSO) and arrives intact."""
+    need("atftp")
+    r = run(["atftp", "--get", "-r", "big", "-l", "out", "--option", "windowsize 16",
+             "--option", "blksize 1468", "127.0.0.1", str(fresh.port)], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sha(tmp_path / "out") == sha(tree / "big")
+    assert wait_for(lambda: fresh.counters["sessions_complete"] == 1)
+    c = fresh.counters
+    windows = c["data_sent"] // 16
+    assert windows - c["retransmits"] <= c["gso_trains"] <= windows + 1, c
+
+
 def test_tftpy_client(srv, tree, tmp_path):
     import tftpy
     for name, opts in (("medium", {"blksize": 1468}), ("small", {}), ("exact512", {"tsize": 0})):

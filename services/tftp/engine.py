@@ -103,6 +103,10 @@ class ReadTransfer:
                  options: dict[str, str], now: float, limits: Limits = Limits()) -> None:
         self.source = source
         self.send = send
+        # Optional: send_train(view, slot) sends consecutive packets of `slot` bytes
+        # (the last may be shorter) laid end to end in `view`, in one go; False if it
+        # cannot, and the engine goes back to one send per packet.
+        self.send_train: Callable[[memoryview, int], bool] | None = None
         self.limits = limits
         neg = negotiate(options, source.size, limits)
         self.negotiated = neg
@@ -117,7 +121,7 @@ class ReadTransfer:
         slot = 4 + bs
         self._slots = max(1, min(self.window, WINDOW_BUFFER // slot))
         self._buf = bytearray(slot * self._slots)
-        whole = memoryview(self._buf)
+        self._whole = whole = memoryview(self._buf)
         self._packets = [whole[i * slot:(i + 1) * slot] for i in range(self._slots)]
         self._payloads = [p[4:] for p in self._packets]
         self.base = 1            # lowest block not yet acknowledged (absolute number)
@@ -135,6 +139,7 @@ class ReadTransfer:
         self.dup_acks = 0
         self.stray = 0           # ACKs of blocks never sent, malformed or unexpected packets
         self.bytes_sent = 0
+        self.trains = 0          # windows sent in one go by send_train
         self._oack = encode_oack(neg.reply) if neg.reply else b""
 
     # --- start ---------------------------------------------------------------
@@ -234,12 +239,20 @@ class ReadTransfer:
             self.send(encode_error(ERR_UNDEFINED, "file changed while being sent"))
             self._finish("file truncated")
             return
-        send = self.send
         pack = _HEADER.pack_into
         for i in range(count):
-            packet = packets[i]
-            pack(packet, 0, 3, (first + i) & 0xFFFF)
-            send(packet)
+            pack(packets[i], 0, 3, (first + i) & 0xFFFF)
+        train = self.send_train
+        if count > 1 and train is not None:
+            slot = 4 + bs
+            if train(self._whole[:(count - 1) * slot + len(packets[count - 1])], slot):
+                self.trains += 1
+            else:
+                self.send_train = train = None
+        if count == 1 or train is None:
+            send = self.send
+            for i in range(count):
+                send(packets[i])
         self.data_sent += count
         self.bytes_sent += want
 
