@@ -127,3 +127,23 @@ def test_si_up_context_serves_rendered_configs(tmp_path):
     assert b"HOSTNAME=www1" in script and b"kernel http://10.77.0.1:8080/boot/systemimager/kernel" in script
     assert ctx.dynamic_file("pxelinux.0", "10.77.0.50") is None     # static files are not ours
     ctx.store.close()
+
+
+def test_localboot_efi_is_built_from_debian_grub_and_kept_when_unchanged(tmp_path):
+    """The real grub-mkimage with grub-efi-amd64-bin's modules: a PE image with our config inside."""
+    boot = tmp_path / "boot"
+    first = lay_out(boot)
+    assert first.localboot == "built", first.localboot
+    image = (boot / "localboot.efi").read_bytes()
+    assert image[:2] == b"MZ" and b"chainloader /EFI/BOOT/BOOTX64.EFI" in image
+    stamp = (boot / "localboot.efi").stat().st_mtime_ns
+    assert lay_out(boot).localboot == "unchanged"
+    assert (boot / "localboot.efi").stat().st_mtime_ns == stamp
+    assert not [p for p in boot.iterdir() if p.name.startswith(".localboot")]
+
+
+def test_localboot_without_grub_modules_is_a_note_naming_the_package(tmp_path):
+    src, boot = fake_source(tmp_path / "src"), tmp_path / "boot"
+    report = lay_out(boot, src)          # the fake root has no GRUB modules
+    assert not (boot / "localboot.efi").exists()
+    assert any("apt-get install grub-efi-amd64-bin" in n for n in report.notes()), report.notes()

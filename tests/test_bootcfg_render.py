@@ -63,6 +63,7 @@ def test_local_boot_cases(host, why):
     assert "DEFAULT local" in pxe and "LOCALBOOT 0" in pxe and "KERNEL" not in pxe
     ipxe = text("ipxe", host)
     assert ipxe.rstrip().endswith("exit 1") and "\nkernel " not in ipxe
+    assert "\niseq ${platform} efi && chain --autofree http://10." in ipxe and "/boot/localboot.efi ||\n" in ipxe
     grub = text("grub", host)
     assert "\nexit\n" in grub and "linux" not in grub
     for rendered in (pxe, ipxe, grub):

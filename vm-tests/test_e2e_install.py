@@ -62,6 +62,11 @@ def test_uefi_install_on_gpt_with_esp(install_lab, hosts):
         run, booted = installed_and_booted(lab, node)
         assert booted.groups()[0:2] == ("node2", "10.77.0.12/24")
         assert booted.group(4) == "uefi", "the installed disk did not boot through UEFI"
+        # After the install iPXE hands over to localboot.efi, which starts the disk's loader:
+        # the firmware's other network boot options (PXEv6, HTTP boot) are never tried.
+        after = node.guest.console().split("node2 is installed: boot the local disk", 1)[1]
+        assert "starting the boot loader on the local disk" in after, after[-2000:]
+        assert "Start PXE over IPv6" not in after and "HTTP Boot" not in after, after[-2000:]
     finally:
         node.guest.stop()
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import localboot
 from .decide import INITRD, KERNEL
 
 
@@ -51,12 +53,16 @@ class LayoutReport:
     skipped: list[BootFile] = field(default_factory=list)     # optional ones
     kernel: Path | None = None                                # the autoinstall pair, if built
     initrd: Path | None = None
+    localboot: str = ""                                       # built | unchanged | why it was not
 
     def notes(self) -> list[str]:
         out = [f"missing {f.dest}: install Debian package {f.package} (apt-get install {f.package})"
                for f in self.missing]
         out += [f"skipped {f.dest} (optional): Debian package {f.package} is not installed"
                 for f in self.skipped]
+        if self.localboot not in ("built", "unchanged"):
+            out.append(f"UEFI machines booting their disk go through every network boot option first: "
+                       f"{self.localboot}")
         if self.kernel is None or self.initrd is None:
             out.append(f"autoinstall {KERNEL} / {INITRD} not built yet: run 'si mkbootimage'")
         return out
@@ -99,6 +105,10 @@ def lay_out(boot_root: Path, source_root: Path = Path("/"), strict: bool = True)
     for f in present:
         changed = _copy_if_changed(source_root / f.source, boot_root / f.dest)
         (report.copied if changed else report.unchanged).append(f.dest)
+    try:
+        report.localboot = "built" if localboot.build(boot_root / localboot.NAME, source_root) else "unchanged"
+    except (localboot.LocalbootUnavailable, OSError, subprocess.CalledProcessError) as exc:
+        report.localboot = str(exc)
     kernel, initrd = boot_root / KERNEL, boot_root / INITRD
     report.kernel = kernel if kernel.is_file() else None
     report.initrd = initrd if initrd.is_file() else None

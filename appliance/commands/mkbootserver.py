@@ -26,6 +26,8 @@ def mkbootserver(args) -> int:
         print(f"  copied    {dest}")
     for dest in report.unchanged:
         print(f"  unchanged {dest}")
+    if report.localboot in ("built", "unchanged"):
+        print(f"  {report.localboot} localboot.efi (UEFI machines' way to their own disk)")
     if report.kernel and report.initrd:
         print(f"autoinstall kernel and initrd present: {report.kernel}, {report.initrd}")
     for note in report.notes():
