@@ -66,6 +66,7 @@ def test_local_boot_cases(host, why):
     assert "\niseq ${platform} efi && chain --autofree http://10." in ipxe and "/boot/localboot.efi ||\n" in ipxe
     grub = text("grub", host)
     assert "\nexit\n" in grub and "linux" not in grub
+    assert "search --no-floppy --file --set=root /EFI/BOOT/BOOTX64.EFI" in grub and "chainloader" in grub
     for rendered in (pxe, ipxe, grub):
         assert "bad\nname" not in rendered
 
