@@ -140,6 +140,7 @@ class ReadTransfer:
         self.stray = 0           # ACKs of blocks never sent, malformed or unexpected packets
         self.bytes_sent = 0
         self.trains = 0          # windows sent in one go by send_train
+        self._loaded: tuple | None = None   # (first, count, packets, bytes) read ahead into the buffer
         self._oack = encode_oack(neg.reply) if neg.reply else b""
 
     # --- start ---------------------------------------------------------------
@@ -220,39 +221,54 @@ class ReadTransfer:
             count = min(end - self.next + 1, self._slots)
             self._send_blocks(self.next, count)
             self.next += count
+        if self.next > end and self.next <= self.last and not self.done and self.window <= self._slots:
+            # The window is out; until its ACK comes, read the next one into the
+            # buffer (the kernel copied what was sent), so the ACK is answered at once.
+            self._load(self.next, min(self.window, self.last - self.next + 1))
 
-    def _send_blocks(self, first: int, count: int) -> None:
-        """Read blocks first..first+count-1 in one go and send them."""
+    def _load(self, first: int, count: int) -> list[memoryview] | None:
+        """Read blocks first..first+count-1 into the packet slots with their headers."""
+        if self._loaded is not None and self._loaded[0] == first and self._loaded[1] == count:
+            return self._loaded[2]
+        self._loaded = None
         bs = self.blksize
-        offset = (first - 1) * bs
         packets, payloads = self._packets, self._payloads
         tail = bs
         if first + count - 1 == self.last:              # the short final block
             tail = self.size - (self.last - 1) * bs
             packets = packets[:count - 1] + [packets[count - 1][:4 + tail]]
             payloads = payloads[:count - 1] + [payloads[count - 1][:tail]]
-        elif count < self._slots:
-            payloads = payloads[:count]
+        else:
+            packets, payloads = packets[:count], payloads[:count]
         want = (count - 1) * bs + tail
-        got = self.source.read_many(payloads, offset, want) if want else 0
+        got = self.source.read_many(payloads, (first - 1) * bs, want) if want else 0
         if got != want:
             self.send(encode_error(ERR_UNDEFINED, "file changed while being sent"))
             self._finish("file truncated")
-            return
+            return None
         pack = _HEADER.pack_into
         for i in range(count):
             pack(packets[i], 0, 3, (first + i) & 0xFFFF)
+        self._loaded = (first, count, packets, want)
+        return packets
+
+    def _send_blocks(self, first: int, count: int) -> None:
+        """Send blocks first..first+count-1 (read now unless read ahead already)."""
+        packets = self._load(first, count)
+        if packets is None:
+            return
+        want = self._loaded[3]
+        self._loaded = None            # the buffer is free for the next window once sent
         train = self.send_train
         if count > 1 and train is not None:
-            slot = 4 + bs
-            if train(self._whole[:(count - 1) * slot + len(packets[count - 1])], slot):
+            if train(self._whole[:(count - 1) * (4 + self.blksize) + len(packets[count - 1])], 4 + self.blksize):
                 self.trains += 1
             else:
                 self.send_train = train = None
         if count == 1 or train is None:
             send = self.send
-            for i in range(count):
-                send(packets[i])
+            for packet in packets:
+                send(packet)
         self.data_sent += count
         self.bytes_sent += want
 

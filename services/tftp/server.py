@@ -45,6 +45,7 @@ UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)   # Linux 4.18+: UDP generic s
 GSO_MAX_SEGMENTS = 64                              # the kernel's UDP_MAX_SEGMENTS
 GSO_MAX_BYTES = 65000                              # one send stays one IP-sized buffer
 SPIN_SECONDS = 50e-6                               # see Session.on_readable
+SPIN_SLICE = 2e-3
 
 Dynamic = Callable[[str, str], "bytes | None"]
 
@@ -138,8 +139,9 @@ class Session:
         # Lock-step with no other session to serve: wait for the next ACK spinning a
         # few tens of microseconds rather than in epoll. A fast client answers
         # within that, and the sleep and wake-up it spares cost more than the block.
+        # Back to epoll at least every SPIN_SLICE, for new sessions and timers.
         spin = SPIN_SECONDS if lockstep and len(plane.sessions) == 1 else 0.0
-        spin_until = now + spin
+        spin_until, slice_end = now + spin, now + SPIN_SLICE
         clock = time.monotonic
         while True:                   # drain: on a fast link ACKs queue while we send
             try:
@@ -168,7 +170,10 @@ class Session:
                     # cannot come before the block just sent); epoll is level-triggered
                     # and reports anything still queued.
                     break
-                spin_until = clock() + spin
+                now = clock()
+                if now >= slice_end:
+                    break
+                spin_until = now + spin
         if transfer.deadline < self.timer_at:
             self.arm(transfer.deadline)
 
