@@ -314,16 +314,22 @@ def test_shell_quote_roundtrip(tmp_path):
     assert r.stdout == value
 
 
-def test_write_master_script_atomic_and_from_store(tmp_path):
+def stored_image(tmp_path, version: int, ip_method: str, post_install: str):
+    """A config and store holding image "web" at `version` (a UEFI image tree)."""
     cfg = parse({"interface": "lo", "address": "10.1.0.1", "state_dir": str(tmp_path / "state"),
                  "services": {"dhcp": False}})
     store = Store(cfg.db_path)
-    version_dir = cfg.images_dir / ".versions" / "web" / "2"
+    version_dir = cfg.images_dir / ".versions" / "web" / str(version)
     uefi_image(tmp_path)
     version_dir.parent.mkdir(parents=True)
     os.rename(tmp_path / "uefi", version_dir)
-    store.add_image_version("web", 2, str(version_dir), ip_method="replicant", post_install="beep")
-    store.finish_image_version("web", 2, 1)
+    store.add_image_version("web", version, str(version_dir), ip_method=ip_method, post_install=post_install)
+    store.finish_image_version("web", version, 1)
+    return cfg, store
+
+
+def test_write_master_script_atomic_and_from_store(tmp_path):
+    cfg, store = stored_image(tmp_path, 2, "replicant", "beep")
     path = write_master_script(cfg, store, "web")
     assert path == cfg.scripts_dir / "web.master" and os.access(path, os.X_OK)
     text = path.read_text()
@@ -335,15 +341,7 @@ def test_write_master_script_atomic_and_from_store(tmp_path):
 
 def test_master_script_rewritten_only_when_its_inputs_change(tmp_path):
     """A no-change getimage leaves the script (and an edit to it) alone; new settings rewrite it."""
-    cfg = parse({"interface": "lo", "address": "10.1.0.1", "state_dir": str(tmp_path / "state"),
-                 "services": {"dhcp": False}})
-    store = Store(cfg.db_path)
-    version_dir = cfg.images_dir / ".versions" / "web" / "1"
-    uefi_image(tmp_path)
-    version_dir.parent.mkdir(parents=True)
-    os.rename(tmp_path / "uefi", version_dir)
-    store.add_image_version("web", 1, str(version_dir), ip_method="static_dhcp", post_install="reboot")
-    store.finish_image_version("web", 1, 1)
+    cfg, store = stored_image(tmp_path, 1, "static_dhcp", "reboot")
     path = write_master_script(cfg, store, "web")
     path.write_text(path.read_text() + "# edited by hand\n")
     assert "# edited by hand" in write_master_script(cfg, store, "web").read_text(), "same inputs: kept"
