@@ -18,6 +18,10 @@ SERVICE_NAMES = ("dhcp", "tftp", "dns", "http", "rsyncd")
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# Linux console= values: ttyS0, ttyS1,115200n8, ttyAMA0,115200, hvc0 ...
+CONSOLE = re.compile(r"^(?P<dev>tty[A-Za-z]{0,6}(?P<unit>\d{1,3})|hvc\d{1,2})"
+                     r"(?:,(?P<speed>\d{3,7})[noe]?[5-8]?r?)?$")
+GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ConfigError(ValueError):
@@ -98,7 +102,14 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     rsyncd: RsyncdConfig = field(default_factory=RsyncdConfig)
+    # Serial console for installs by host group, "default" for every other host
+    # (a host's own console comes first): the manual's 13.5, by configuration.
+    consoles: tuple[tuple[str, str], ...] = ()
     source: Path | None = None
+
+    def console_for(self, group: str | None) -> str | None:
+        table = dict(self.consoles)
+        return table.get(group) if group in table else table.get("default")
 
     # Derived paths: the SystemImager layout under the state directory.
     @property
@@ -240,7 +251,7 @@ def _parse_subnet(table: Any, index: int) -> SubnetConfig:
 def parse(data: dict, source: Path | None = None) -> Config:
     """Build a validated Config from a TOML document (already decoded)."""
     top = {"interface", "address", "domain", "image_server", "state_dir", "log_dir", "boot_dir",
-           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd"}
+           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd", "consoles"}
     _check_keys(data, top, "")
     for key in ("interface", "address"):
         if key not in data:
@@ -321,12 +332,20 @@ def parse(data: dict, source: Path | None = None) -> Config:
             raise ConfigError(f"{key}: port {port} is already used by {seen[(port, proto)]}")
         seen[(port, proto)] = key
 
+    consoles = []
+    for group, value in _take(data, "consoles", "", dict, {}).items():
+        if not GROUP_NAME.match(group):
+            raise ConfigError(f"consoles.{group}: {group!r} is not a group name (letters, digits, . _ -)")
+        if not isinstance(value, str) or not CONSOLE.match(value):
+            raise ConfigError(f"consoles.{group}: {value!r} is not a Linux console= value like 'ttyS0,115200n8'")
+        consoles.append((group, value))
+
     state_dir = path("state_dir", Path("/var/lib/systemimager"))
     return Config(
         interface=interface, address=address, domain=domain, image_server=image_server,
         state_dir=state_dir, log_dir=path("log_dir", Path("/var/log/systemimager")),
         boot_dir=path("boot_dir", None), services=services, subnets=subnets,
-        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, source=source)
+        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, consoles=tuple(consoles), source=source)
 
 
 def load(path: Path) -> Config:
@@ -389,4 +408,8 @@ upstream = []                  # forward other names here; empty: refuse them
 [rsyncd]
 port = 873
 max_connections = 64
+
+[consoles]                     # serial console while installing, by host group ('si hosts set --group')
+# default = "ttyS0,115200n8"   # every host without its own (si hosts set --console) or its group's
+# rack7 = "ttyS1,57600"
 '''

@@ -49,6 +49,13 @@ def test_example_config_is_valid():
     assert cfg.enabled("dhcp") and cfg.dhcp.site_option == 224
 
 
+def test_consoles_by_group_with_a_default():
+    cfg = config.parse(with_("consoles", {"default": "ttyS0,115200n8", "rack7": "ttyS1,57600"}))
+    assert cfg.console_for("rack7") == "ttyS1,57600"
+    assert cfg.console_for("other") == cfg.console_for(None) == "ttyS0,115200n8"
+    assert config.parse(with_("consoles", {"rack7": "hvc0"})).console_for(None) is None
+
+
 BAD = [
     ("unknown top-level key", with_("colour", "blue"), "colour: unknown key"),
     ("unknown nested key", with_("dhcp.colour", 1), "dhcp.colour: unknown key"),
@@ -81,6 +88,10 @@ BAD = [
     ("unknown loader", with_("dhcp.loader", "lilo"), "dhcp.loader"),
     ("unknown service", with_("services.ftp", True), "services.ftp: unknown key"),
     ("dhcp without subnet", with_("subnet", ...), "subnet: DHCP is enabled"),
+    ("console not a console", with_("consoles", {"default": "ttyS0; reboot"}), "consoles.default: 'ttyS0; reboot'"),
+    ("console not a string", with_("consoles", {"rack7": 115200}), "consoles.rack7:"),
+    ("console group name", with_("consoles", {"rack 7": "ttyS0"}), "consoles.rack 7: 'rack 7' is not a group"),
+    ("consoles not a table", with_("consoles", "ttyS0"), "consoles: expected a table"),
 ]
 
 

@@ -85,6 +85,19 @@ def test_serial_console_host(console, unit, speed):
     assert f"serial --unit={unit} --speed={speed}" in grub and "terminal_output serial console" in grub
 
 
+def test_serial_console_by_group_and_default_from_the_config():
+    """The host's own console first, then its group's, then the config's default."""
+    from dataclasses import replace
+    cfg = replace(CFG, consoles=(("default", "ttyS0,115200n8"), ("rack7", "ttyS1,57600")))
+    cases = {Host("www1", mac=MAC, image="web", grp="rack7"): "ttyS1,57600",
+             Host("www2", mac=MAC, image="web", grp="other"): "ttyS0,115200n8",
+             Host("www3", mac=MAC, image="web"): "ttyS0,115200n8",
+             Host("www4", mac=MAC, image="web", grp="rack7", console="hvc0"): "hvc0"}
+    for host, console in cases.items():
+        assert decide(host, cfg).cmdline.endswith(f"console={console}"), host
+    assert "console=" not in decide(Host("www1", mac=MAC, image="web", grp="rack7"), CFG).cmdline
+
+
 def test_non_serial_and_invalid_consoles():
     hvc = Host("www1", mac=MAC, image="web", console="hvc0")
     assert "console=hvc0" in text("ipxe", hvc) and "SERIAL" not in text("pxelinux", hvc)

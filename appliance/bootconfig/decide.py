@@ -9,7 +9,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from ..config import Config
+from ..config import CONSOLE, Config
 from ..store.records import Host
 
 KERNEL = "systemimager/kernel"
@@ -19,10 +19,7 @@ log = logging.getLogger("si.bootconfig")
 
 # What may reach a kernel command line or a loader script unquoted.
 _HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-# Linux console= values: ttyS0, ttyS1,115200n8, ttyAMA0,115200, hvc0 ...
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-_CONSOLE = re.compile(r"^(?P<dev>tty[A-Za-z]{0,6}(?P<unit>\d{1,3})|hvc\d{1,2})"
-                      r"(?:,(?P<speed>\d{3,7})[noe]?[5-8]?r?)?$")
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ def parse_console(value: str | None) -> SerialConsole | None:
     """host.console -> SerialConsole, None when unset or not a console= value."""
     if not value:
         return None
-    m = _CONSOLE.match(value.strip())
+    m = CONSOLE.match(value.strip())
     if not m:
         log.warning("ignoring console %r: not a Linux console= value like ttyS0,115200n8", value)
         return None
@@ -73,7 +70,7 @@ def decide(host: Host | None, cfg: Config) -> BootEntry:
     if not host.image or not _IMAGE.match(host.image) or ".." in host.image:
         return BootEntry("local", f"{host.hostname} has no (valid) image assigned: boot the local disk",
                          host.hostname)
-    serial = parse_console(host.console)
+    serial = parse_console(host.console or cfg.console_for(host.grp))
     args = [f"IMAGESERVER={cfg.hint_address}", f"SI_HTTP_PORT={cfg.http.port}", f"HOSTNAME={host.hostname}"]
     if serial:
         args += ["console=tty0", f"console={serial.kernel_arg}"]
