@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -32,19 +34,20 @@ def pytest_runtest_makereport(item, call):
 FAILED_KEY = pytest.StashKey[bool]()
 
 
-@pytest.fixture(scope="module")
-def install_lab(request, tmp_path_factory):
-    """One appliance with the golden image captured, shared by a module's scenarios."""
+@contextmanager
+def running_lab(request, tmp_path_factory, **options) -> Iterator[InstallLab]:
+    """An InstallLab with its appliance up, torn down after; a failure keeps its logs.
+
+    options go to InstallLab (golden="debian" for golden_debian.py's system)."""
     if os.geteuid() != 0:
         pytest.fail("the end-to-end lab needs root (namespaces, loop devices, QEMU taps)")
     sweep_stale()
     workdir = tmp_path_factory.mktemp("lab")
     lab = Lab()
-    ilab = InstallLab(lab, workdir)
+    ilab = InstallLab(lab, workdir, **options)
     request.node.stash[FAILED_KEY] = False
     try:
         ilab.up()
-        ilab.capture("golden_v1", ip_assignment="static_dhcp")
         yield ilab
     except BaseException:
         request.node.stash[FAILED_KEY] = True
@@ -61,6 +64,22 @@ def install_lab(request, tmp_path_factory):
             for pattern in ("*.log", "*.toml", "state/../log/*.log"):
                 for f in workdir.glob(pattern):
                     shutil.copy2(f, keep / f.name)
+
+
+@pytest.fixture(scope="module")
+def install_lab(request, tmp_path_factory):
+    """One appliance with the golden image captured, shared by a module's scenarios."""
+    with running_lab(request, tmp_path_factory) as ilab:
+        ilab.capture("golden_v1", ip_assignment="static_dhcp")
+        yield ilab
+
+
+@pytest.fixture(scope="module")
+def debian_lab(request, tmp_path_factory):
+    """One appliance with an image of the Debian golden client (golden_debian.py) captured."""
+    with running_lab(request, tmp_path_factory, golden="debian") as ilab:
+        ilab.capture("debian12", ip_assignment="static_dhcp")
+        yield ilab
 
 
 @pytest.fixture(autouse=True)

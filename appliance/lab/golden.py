@@ -173,8 +173,9 @@ def build_tree(root: Path, workdir: Path) -> str:
 
 
 @contextmanager
-def golden_disk(workdir: Path, size: str = "256M") -> Iterator[Golden]:
-    """A loop-attached golden disk with its root mounted; unmounted and detached after."""
+def gpt_root_disk(workdir: Path, size: str, label: str = "golden-root") -> Iterator[tuple[str, Path]]:
+    """An empty golden disk (DISK_LAYOUT: BIOS boot, ESP, ext4 root), loop-attached, its root
+    mounted; yields (device, mount point); unmounted and detached after."""
     workdir.mkdir(parents=True, exist_ok=True)
     image = workdir / "golden.disk.raw"
     image.unlink(missing_ok=True)
@@ -184,14 +185,26 @@ def golden_disk(workdir: Path, size: str = "256M") -> Iterator[Golden]:
     mnt.mkdir(exist_ok=True)
     with loop_device(image) as dev:
         _run("mkfs.vfat", "-F", "32", "-n", "EFI", partition(dev, 2))
-        _run("mkfs.ext4", "-q", "-L", "golden-root", partition(dev, 3))
+        _run("mkfs.ext4", "-q", "-L", label, partition(dev, 3))
         _run("mount", partition(dev, 3), str(mnt))
         try:
-            version = build_tree(mnt, workdir)
-            uuid = {p: _run("blkid", "-o", "value", "-s", "UUID", partition(dev, p)).strip() for p in (2, 3)}
-            (mnt / "etc/fstab").write_text(
-                f"UUID={uuid[3]} / ext4 errors=remount-ro 0 1\n"
-                f"UUID={uuid[2]} /boot/efi vfat umask=0077,nofail 0 1\n")
-            yield Golden(dev, mnt, version)
+            yield dev, mnt
         finally:
             subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def write_fstab(dev: str, root: Path) -> None:
+    """The golden system's /etc/fstab: its root and ESP on gpt_root_disk's partitions, by UUID."""
+    uuid = {p: _run("blkid", "-o", "value", "-s", "UUID", partition(dev, p)).strip() for p in (2, 3)}
+    (root / "etc/fstab").write_text(
+        f"UUID={uuid[3]} / ext4 errors=remount-ro 0 1\n"
+        f"UUID={uuid[2]} /boot/efi vfat umask=0077,nofail 0 1\n")
+
+
+@contextmanager
+def golden_disk(workdir: Path, size: str = "256M") -> Iterator[Golden]:
+    """A loop-attached golden disk with its root mounted; unmounted and detached after."""
+    with gpt_root_disk(workdir, size) as (dev, mnt):
+        version = build_tree(mnt, workdir)
+        write_fstab(dev, mnt)
+        yield Golden(dev, mnt, version)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .demo import Appliance, start_appliance
 from .golden import golden_disk
+from .golden_debian import debian_golden_disk
 from .netns import Lab
 from .qemu import Guest, make_disk
 
@@ -36,6 +37,7 @@ class InstallLab:
     lab: Lab
     workdir: Path
     loader: str = "ipxe"
+    golden: str = "small"      # "small": golden.py's busybox system; "debian": golden_debian.py's
     appliance: Appliance | None = None
     golden_ns: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -61,7 +63,13 @@ class InstallLab:
     def prepare_golden(self) -> str:
         """The golden client on its own disk and namespace, running prepareclient."""
         t = time.time()
-        golden = self._stack.enter_context(golden_disk(self.workdir / "golden"))
+        if self.golden == "debian":
+            disk = debian_golden_disk(self.workdir / "golden", timings=self.timings)
+        elif self.golden == "small":
+            disk = golden_disk(self.workdir / "golden")
+        else:
+            raise ValueError(f"golden must be 'small' or 'debian', not {self.golden!r}")
+        golden = self._stack.enter_context(disk)
         self.golden_ns = self.lab.namespace("golden")
         self.lab.veth(self.golden_ns, "eth0", self.appliance.ns, "vgolden", addr_a=f"{GOLDEN_IP}/24",
                       bridge_b="br0")

@@ -1,0 +1,222 @@
+"""A fuller golden client: Debian bookworm from debootstrap (minbase) with systemd.
+
+What a cluster node needs and little more: systemd as init, Debian's kernel
+with an initramfs-tools initramfs, GRUB for BIOS and UEFI (grub-install and
+update-grub inside the system, as the install script runs them), iproute2,
+and systemd-networkd asking DHCP on any wired interface. On boot a small unit
+(after network-online.target) prints on the serial console
+"SI-DEBIAN-BOOTED hostname=... ip=... systemd=<state> ..." so a test sees the
+installed machine come up with the name and address the appliance gave it.
+
+The tree is built once and kept as a tarball in CACHE_DIR, named by a hash of
+the recipe (suite, mirror, packages, the files it adds); later runs, and CI
+on the same machine, unpack it onto a GPT disk like golden.py's.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .golden import FILES, Golden, gpt_root_disk, write_fstab
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("SI_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = ("systemd-sysv", "linux-image-amd64", "initramfs-tools", "grub-pc-bin", "grub-efi-amd64-bin",
+            "grub2-common", "iproute2")
+RECIPE = 1          # bump when build() changes what ends up in the tree
+CACHE_DIR = Path(os.environ.get("SI_LAB_CACHE", "/var/cache/systemimager/lab"))
+DEBIAN_FILES = FILES / "debian"
+DISK_SIZE = "1536M"
+NEEDS = {"debootstrap": "debootstrap", "zstd": "zstd", "sfdisk": "fdisk", "mkfs.vfat": "dosfstools"}
+
+Progress = Callable[[str], None]
+
+
+def _say(line: str) -> None:
+    print(f"[debian golden] {line}", file=sys.stderr, flush=True)
+
+
+def require_tools() -> None:
+    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in NEEDS.items() if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError("the Debian golden client needs " + ", ".join(missing))
+
+
+def recipe_hash() -> str:
+    h = hashlib.sha256(f"{RECIPE} {SUITE} {MIRROR} {' '.join(sorted(PACKAGES))}\n".encode())
+    for f in sorted(DEBIAN_FILES.iterdir()):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def tarball_path() -> Path:
+    return CACHE_DIR / f"debian-golden-{recipe_hash()}.tar.zst"
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root.resolve())
+    with open("/proc/mounts") as f:
+        points = [line.split()[1].replace("\\040", " ") for line in f]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def _release(root: Path) -> None:
+    """Nothing of ours may outlive the build: stray processes in the chroot, mounts in it."""
+    prefix = str(root.resolve())
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                target = os.readlink(proc / "root")
+                if target == prefix or target.startswith(prefix + "/"):
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+    for point in sorted(_mounts_under(root), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def _debootstrap(root: Path, progress: Progress) -> None:
+    """Run debootstrap, showing its phases and a package count as it goes."""
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+           f"--cache-dir={CACHE_DIR / 'debs'}", SUITE, str(root), MIRROR]
+    (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
+    log = root.parent / "debootstrap.log"
+    t0, phase, count, tail = time.time(), "", 0, []
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"})
+        for line in proc.stdout:
+            out.write(line)
+            tail = (tail + [line.rstrip()])[-15:]
+            words = line.split()
+            if len(words) < 2 or words[0] != "I:" or words[1] == "Validating":
+                continue
+            if words[1] != phase:
+                phase, count = words[1], 0
+                progress(f"{time.time() - t0:5.0f}s debootstrap: {line[3:].strip()}")
+            count += 1
+            if count % 25 == 0:
+                progress(f"{time.time() - t0:5.0f}s debootstrap: {phase} ... {count} ({' '.join(words[2:])})")
+        rc = proc.wait()
+    if rc != 0:
+        raise RuntimeError(f"debootstrap failed ({rc}), log {log}:\n" + "\n".join(tail))
+
+
+def _chroot(root: Path, *cmd: str) -> None:
+    subprocess.run(["chroot", str(root), *cmd], check=True, capture_output=True, text=True,
+                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+
+
+def _install(src: str, dest: Path, mode: int = 0o644) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEBIAN_FILES / src, dest)
+    os.chmod(dest, mode)
+
+
+def build(root: Path, progress: Progress = _say) -> None:
+    """Fill the empty directory `root` with the golden Debian system."""
+    # Before debootstrap: no documentation from dpkg, and no service may start
+    # in the chroot while packages are configured (invoke-rc.d asks policy-rc.d).
+    _install("dpkg-lean", root / "etc/dpkg/dpkg.cfg.d/01-si-lean")
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        _debootstrap(root, progress)
+    finally:
+        _release(root)
+        policy.unlink(missing_ok=True)
+    progress("configuring: hostname, GRUB defaults, systemd-networkd, the boot marker unit")
+    etc = root / "etc"
+    (etc / "hostname").write_text("golden\n")
+    (etc / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tgolden\n")
+    (etc / "resolv.conf").unlink(missing_ok=True)   # debootstrap copied the build host's
+    (etc / "resolv.conf").write_text("")
+    (etc / "machine-id").write_text("")             # each installed clone makes its own
+    (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    _install("grub", etc / "default/grub")
+    _install("20-wired.network", etc / "systemd/network/20-wired.network")
+    _install("si-booted.service", etc / "systemd/system/si-booted.service")
+    _install("si-booted", root / "usr/local/sbin/si-booted", 0o755)
+    _chroot(root, "systemctl", "enable", "systemd-networkd.service", "si-booted.service")
+    # The first stage unpacked its packages before dpkg's excludes were there.
+    for sub in ("usr/share/man", "usr/share/info", "usr/share/lintian"):
+        shutil.rmtree(root / sub, ignore_errors=True)
+    for d in (root / "usr/share/doc").iterdir():
+        for f in d.iterdir() if d.is_dir() and not d.is_symlink() else ():
+            if f.name != "copyright":
+                shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+    for d in (root / "usr/share/locale").iterdir():
+        if d.is_dir():
+            shutil.rmtree(d)
+    for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for f in (root / d).glob("*"):
+            if f.is_file():
+                f.unlink()
+    for f in (root / "var/cache/apt").glob("*.bin"):
+        f.unlink()
+    for f in (root / "var/log").rglob("*"):
+        if f.is_file():
+            f.unlink()
+
+
+def ensure_tarball(progress: Progress = _say) -> tuple[Path, dict[str, float]]:
+    """The cached tree's tarball, built if missing; returns it and what it cost."""
+    require_tools()
+    tarball = tarball_path()
+    if tarball.exists():
+        progress(f"using cached {tarball} ({tarball.stat().st_size / 2**20:.0f} MiB)")
+        return tarball, {"debootstrap build": 0.0}
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    work = CACHE_DIR / f"build-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    root = work / "root"
+    root.mkdir(parents=True)
+    progress(f"building a Debian {SUITE} tree with debootstrap from {MIRROR} (a few minutes, once)")
+    t = time.time()
+    try:
+        build(root, progress)
+        timings = {"debootstrap build": time.time() - t}
+        progress(f"packing the tree into {tarball.name}")
+        t = time.time()
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -3 -q",
+                        "-C", str(root), "-cf", str(partial), "."], check=True, capture_output=True)
+        partial.rename(tarball)
+        timings["tarball pack"] = time.time() - t
+    finally:
+        _release(root)
+        if not _mounts_under(root):
+            shutil.rmtree(work, ignore_errors=True)
+    progress(f"built in {timings['debootstrap build']:.0f}s, packed in {timings['tarball pack']:.0f}s: "
+             f"{tarball.stat().st_size / 2**20:.0f} MiB")
+    return tarball, timings
+
+
+@contextmanager
+def debian_golden_disk(workdir: Path, size: str = DISK_SIZE, progress: Progress = _say,
+                       timings: dict[str, float] | None = None) -> Iterator[Golden]:
+    """The Debian golden system on a loop-attached GPT disk, root mounted; detached after."""
+    tarball, cost = ensure_tarball(progress)
+    with gpt_root_disk(workdir, size) as (dev, mnt):
+        t = time.time()
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -q",
+                        "-C", str(mnt), "-xpf", str(tarball)], check=True, capture_output=True)
+        write_fstab(dev, mnt)
+        cost["tarball unpack"] = time.time() - t
+        progress(f"golden disk ready on {dev} in {cost['tarball unpack']:.0f}s")
+        if timings is not None:
+            timings.update(cost)
+        kernels = sorted((mnt / "boot").glob("vmlinuz-*"))
+        if not kernels:
+            raise RuntimeError(f"{tarball} holds no /boot/vmlinuz-*: delete it to rebuild")
+        yield Golden(dev, mnt, kernels[-1].name.removeprefix("vmlinuz-"))
