@@ -10,6 +10,7 @@ network-online.target) the hostname and address the appliance gave it.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -40,7 +41,13 @@ def install_and_boot(lab, machine) -> dict:
     return {"run": run, "booted": booted.groupdict()}
 
 
-def test_debian_bios_install_boots_its_own_systemd(debian_lab, debian_hosts):
+def test_debian_install_boots_its_own_systemd_by_bios_then_uefi(debian_lab, debian_hosts):
+    """PXE install on a BIOS machine; the disk then boots by itself, and boots again under UEFI.
+
+    The install puts GRUB in for both (BIOS boot partition and ESP), so the
+    second power-on, with OVMF and the disk first, checks the UEFI path of the
+    same installed system without the cost of a second install under TCG.
+    """
     lab = debian_lab
     node = lab.machine("deb1", "52:54:00:77:01:11", firmware="bios", disk_size="2G")
     try:
@@ -57,6 +64,18 @@ def test_debian_bios_install_boots_its_own_systemd(debian_lab, debian_hosts):
     assert (booted["hostname"], booted["ip"]) == ("deb1", "10.77.0.11/24"), "static_dhcp: addclients' name and address"
     assert booted["firmware"] == "bios"
     assert booted["state"] == "running", f"systemd reached {booted['state']}; failed units: {booted['failed']}"
-    console = node.guest.console()
-    assert "Debian GNU/Linux" in console or "Welcome to" in console, "systemd's own boot messages are missing"
+    assert re.search(r"systemd\[1\]: systemd \d+\S* running in system mode", node.guest.console()), \
+        "systemd's own boot messages are missing"
     assert next(h for h in lab.api("/api/hosts") if h["hostname"] == "deb1")["netboot"] == "local"
+
+    node.guest.firmware, node.guest.boot = "uefi", ("disk",)
+    t = time.time()
+    node.guest.start()
+    try:
+        uefi = node.guest.wait_for(BOOTED, BOOT_TIMEOUT).groupdict()
+    finally:
+        node.guest.stop()
+    lab.timings["deb1 UEFI power-on to marker"] = time.time() - t
+    print(json.dumps({"uefi timings": lab.timings, "booted": uefi}, indent=1))
+    assert uefi["firmware"] == "uefi", "the installed disk did not boot through UEFI (ESP, removable GRUB)"
+    assert (uefi["hostname"], uefi["ip"], uefi["state"]) == ("deb1", "10.77.0.11/24", "running"), uefi

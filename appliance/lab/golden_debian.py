@@ -31,7 +31,7 @@ SUITE = "bookworm"
 MIRROR = os.environ.get("SI_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("systemd-sysv", "linux-image-amd64", "initramfs-tools", "grub-pc-bin", "grub-efi-amd64-bin",
             "grub2-common", "iproute2")
-RECIPE = 1          # bump when build() changes what ends up in the tree
+RECIPE = 2          # bump when build() changes what ends up in the tree
 CACHE_DIR = Path(os.environ.get("SI_LAB_CACHE", "/var/cache/systemimager/lab"))
 DEBIAN_FILES = FILES / "debian"
 DISK_SIZE = "1536M"
@@ -169,6 +169,19 @@ def build(root: Path, progress: Progress = _say) -> None:
             f.unlink()
 
 
+def _sweep_stale_builds() -> None:
+    """A killed build leaves its directory (and maybe a partial tarball); its pid tells."""
+    for stale in list(CACHE_DIR.glob("build-*")) + list(CACHE_DIR.glob("*.partial")):
+        pid = stale.name.removeprefix("build-") if stale.name.startswith("build-") else stale.name.split(".")[-2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if stale.is_dir():
+                _release(stale / "root")
+                if not _mounts_under(stale):
+                    shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
 def ensure_tarball(progress: Progress = _say) -> tuple[Path, dict[str, float]]:
     """The cached tree's tarball, built if missing; returns it and what it cost."""
     require_tools()
@@ -177,6 +190,7 @@ def ensure_tarball(progress: Progress = _say) -> tuple[Path, dict[str, float]]:
         progress(f"using cached {tarball} ({tarball.stat().st_size / 2**20:.0f} MiB)")
         return tarball, {"debootstrap build": 0.0}
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_builds()
     work = CACHE_DIR / f"build-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     root = work / "root"
@@ -188,10 +202,13 @@ def ensure_tarball(progress: Progress = _say) -> tuple[Path, dict[str, float]]:
         timings = {"debootstrap build": time.time() - t}
         progress(f"packing the tree into {tarball.name}")
         t = time.time()
-        partial = tarball.with_suffix(".partial")
+        partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")
         subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -3 -q",
                         "-C", str(root), "-cf", str(partial), "."], check=True, capture_output=True)
         partial.rename(tarball)
+        for old in CACHE_DIR.glob("debian-golden-*.tar.zst"):
+            if old != tarball:       # an older recipe's tree
+                old.unlink(missing_ok=True)
         timings["tarball pack"] = time.time() - t
     finally:
         _release(root)
