@@ -52,3 +52,19 @@ def test_the_install_script_configures_systemd_networkd_not_ifupdown(tmp_path):
     plan = build_plan("debian12", root)
     assert plan.net_networkd and not plan.net_ifupdown
     assert plan.golden_hostname == "golden"
+
+
+def test_the_mirror_is_the_one_this_machines_apt_uses(tmp_path, monkeypatch):
+    monkeypatch.delenv("SI_DEBIAN_MIRROR", raising=False)
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    assert golden_debian.host_mirror(apt) == golden_debian.DEFAULT_MIRROR
+    (apt / "sources.list").write_text("# deb http://old.example/debian bookworm main\n"
+                                      "deb [arch=amd64 signed-by=/k.gpg] http://list.example/debian bookworm main\n")
+    assert golden_debian.host_mirror(apt) == "http://list.example/debian"
+    (apt / "sources.list.d/debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n")
+    assert golden_debian.host_mirror(apt) == "http://mirror.example/debian"
+    monkeypatch.setenv("SI_DEBIAN_MIRROR", "http://override.example/debian")
+    assert golden_debian.host_mirror(apt) == "http://override.example/debian"

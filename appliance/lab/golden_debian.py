@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 from .golden import FILES, Golden, gpt_root_disk, write_fstab
 
 SUITE = "bookworm"
-MIRROR = os.environ.get("SI_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("systemd-sysv", "linux-image-amd64", "initramfs-tools", "grub-pc-bin", "grub-efi-amd64-bin",
             "grub2-common", "iproute2")
 RECIPE = 2          # bump when build() changes what ends up in the tree
@@ -38,6 +38,36 @@ DISK_SIZE = "1536M"
 NEEDS = {"debootstrap": "debootstrap", "zstd": "zstd", "sfdisk": "fdisk", "mkfs.vfat": "dosfstools"}
 
 Progress = Callable[[str], None]
+
+
+def host_mirror(apt: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses for SUITE (SI_DEBIAN_MIRROR overrides it)."""
+    if os.environ.get("SI_DEBIAN_MIRROR"):
+        return os.environ["SI_DEBIAN_MIRROR"]
+    for f in sorted(apt.glob("sources.list.d/*.sources")):      # deb822 stanzas
+        for stanza in f.read_text(errors="replace").split("\n\n"):
+            fields = dict(line.split(":", 1) for line in stanza.splitlines()
+                          if ":" in line and not line.startswith((" ", "#")))
+            fields = {k.strip().lower(): v.split() for k, v in fields.items()}
+            if "deb" in fields.get("types", []) and SUITE in fields.get("suites", []) \
+                    and "main" in fields.get("components", []) and fields.get("uris"):
+                return fields["uris"][0]
+    for f in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*.list"))]:  # one-line format
+        for line in (f.read_text(errors="replace") if f.is_file() else "").splitlines():
+            words = line.split("#", 1)[0].split()
+            if not words or words[0] != "deb":
+                continue
+            words = words[1:]
+            if words and words[0].startswith("["):            # deb [signed-by=... arch=...] URI ...
+                while words and not words[0].endswith("]"):
+                    words.pop(0)
+                words = words[1:]
+            if len(words) >= 3 and words[1] == SUITE and "main" in words[2:]:
+                return words[0]
+    return DEFAULT_MIRROR
+
+
+MIRROR = host_mirror()
 
 
 def _say(line: str) -> None:
