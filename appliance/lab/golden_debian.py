@@ -118,7 +118,7 @@ def _debootstrap(root: Path, progress: Progress) -> None:
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
            f"--cache-dir={CACHE_DIR / 'debs'}", SUITE, str(root), MIRROR]
     (CACHE_DIR / "debs").mkdir(parents=True, exist_ok=True)
-    log = root.parent / "debootstrap.log"
+    log = CACHE_DIR / "debootstrap.log"     # the last build's, kept when it fails
     t0, phase, count, tail = time.time(), "", 0, []
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -178,7 +178,14 @@ def build(root: Path, progress: Progress = _say) -> None:
     _install("si-booted.service", etc / "systemd/system/si-booted.service")
     _install("si-booted", root / "usr/local/sbin/si-booted", 0o755)
     _chroot(root, "systemctl", "enable", "systemd-networkd.service", "si-booted.service")
-    # The first stage unpacked its packages before dpkg's excludes were there.
+    _slim(root)
+
+
+def _slim(root: Path) -> None:
+    """No documentation, package lists, downloaded packages or logs in the golden tree.
+
+    dpkg's excludes kept most documentation out, but debootstrap's first stage
+    unpacks the required packages with dpkg-deb, which does not read them."""
     for sub in ("usr/share/man", "usr/share/info", "usr/share/lintian"):
         shutil.rmtree(root / sub, ignore_errors=True)
     for d in (root / "usr/share/doc").iterdir():
