@@ -13,6 +13,8 @@ DEBIAN_PACKAGES=(
   pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin grub-pc-bin grub-common
   # the lab: QEMU machines with PXE firmware
   qemu-system-x86 qemu-utils ipxe-qemu ovmf
+  # the lab's fuller Debian golden client (vm-tests/test_e2e_debian.py)
+  debootstrap zstd
   # peers and clients the tests and benchmarks measure against
   tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server bind9-dnsutils
   libwrap0 chromium openssh-server openssh-client
