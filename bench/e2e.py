@@ -5,8 +5,10 @@ Builds the lab (appliance, golden client, image), then installs one BIOS and one
 UEFI machine one after the other, watching the appliance's API and the
 machine's console every half second. Phases, from power-on:
   firmware_to_dhcp      power-on until the appliance has leased it an address
-  dhcp_to_installer     boot loader, kernel+initrd transfer and kernel boot, until
-                        the installer's first progress report
+  loader                until iPXE runs its script (console: "SystemImager: autoinstalling")
+  kernel_initrd         until the kernel, fetched with its initrd, starts ("Linux version")
+  initrd_to_script      until the installer runs the host's script ("running <host>.sh")
+  script_start          until the script's first progress report
   partition, mkfs, mount, rsync (image transfer), configure, bootloader
                         from the installer's progress reports
   reboot_to_login       install done until the installed system says it booted
@@ -27,6 +29,8 @@ from appliance.lab.install_lab import InstallLab  # noqa: E402
 from appliance.lab.netns import Lab  # noqa: E402
 
 PHASES = ("partition", "mkfs", "mount", "rsync", "configure", "bootloader", "done")
+CONSOLE_MARKS = (("script", "SystemImager: autoinstalling {host}"), ("kernel", "Linux version"),
+                 ("running", "SystemImager: running {host}.sh"))
 
 
 def install_one(ilab: InstallLab, hostname: str, mac: str, firmware: str) -> dict:
@@ -39,6 +43,10 @@ def install_one(ilab: InstallLab, hostname: str, mac: str, firmware: str) -> dic
             now = time.time() - t0
             if "dhcp" not in seen and any(l["mac"] == mac for l in ilab.api("/api/leases") or []):
                 seen["dhcp"] = now
+            console = machine.guest.console()
+            for mark, text in CONSOLE_MARKS:
+                if mark not in seen and text.format(host=hostname) in console:
+                    seen[mark] = now
             run = ilab.install_state(hostname)
             if run:
                 seen.setdefault("installer", now)
@@ -56,8 +64,10 @@ def install_one(ilab: InstallLab, hostname: str, mac: str, firmware: str) -> dic
     finally:
         machine.guest.stop()
     # Each interval is named after the mark that starts it.
-    marks = [("firmware_to_dhcp", 0.0), ("dhcp_to_installer", seen["dhcp"]),
-             ("installer_start", seen["installer"])]
+    marks = [("firmware_to_dhcp", 0.0), ("loader", seen["dhcp"])]
+    marks += [(name, seen[mark]) for name, mark in (("kernel_initrd", "script"), ("initrd_to_script", "kernel"),
+                                                    ("script_start", "running")) if mark in seen]
+    marks += [("installer_start", seen["installer"])] if "running" not in seen else []
     marks += [(p, seen[p]) for p in PHASES if p in seen and p != "done"]
     marks += [("reboot_to_login", seen["done"]), ("end", seen["login"])]
     phases = {name: round(end - start, 1) for (name, start), (_, end) in zip(marks, marks[1:])}
