@@ -28,10 +28,9 @@ CODE = (HERE / "templates/master.sh.j2", HERE / "render.py", HERE / "plan.py", H
 @cache
 def _environment():
     import jinja2  # a tenth of a second: only paid when a script is really written
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("appliance.autoinstall", "templates"),
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined, autoescape=False)
+
+    from services.templating import environment
+    env = environment(jinja2.PackageLoader("appliance.autoinstall", "templates"))
     env.filters["sq"] = shell_quote
     return env
 

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import jinja2
 
+from services.templating import environment
+
 from ..config import Config
 from .decide import BootEntry
 
-_ENV = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent),   # *.j2 beside this module (package data)
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-    trim_blocks=True, lstrip_blocks=True, autoescape=False)
+_ENV = environment(jinja2.FileSystemLoader(Path(__file__).parent))   # *.j2 beside this module
 
 FLAVOURS = {"pxelinux": "pxelinux.cfg.j2", "ipxe": "ipxe.j2", "grub": "grub.cfg.j2"}
 

@@ -16,6 +16,8 @@ import jinja2
 from appliance.config import Config
 from appliance.store.records import Host
 
+from ..templating import environment
+
 FORMATS = ("isc", "kea", "dnsmasq")
 _TEMPLATES = {"isc": "dhcpd.conf.j2", "kea": "kea-dhcp4.json.j2", "dnsmasq": "dnsmasq.conf.j2"}
 
@@ -60,9 +62,7 @@ def _reservations(cfg: Config, hosts: list[Host]) -> list[dict]:
 def render(cfg: Config, hosts: list[Host], fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    env = jinja2.Environment(loader=jinja2.PackageLoader("services.dhcp", "templates"),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = environment(jinja2.PackageLoader("services.dhcp", "templates"))
     env.filters["json"] = json.dumps
     env.filters["hexip"] = lambda ip: IPv4Address(ip).packed.hex()
     text = env.get_template(_TEMPLATES[fmt]).render(

@@ -16,6 +16,7 @@ import jinja2
 from appliance.config import Config, valid_image_name
 
 from ..atomicfile import write_atomic
+from ..templating import environment
 
 TEMPLATE = Path(__file__).with_name("rsyncd.conf.j2")
 # A value that would break out of its line or section in rsyncd.conf.
@@ -66,9 +67,7 @@ def hosts_allow(cfg: Config, host_ips: list[str] = ()) -> list[str]:
 
 
 def render(cfg: Config, versions: list[dict], host_ips: list[str] = ()) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
+    env = environment(jinja2.FileSystemLoader(str(TEMPLATE.parent)))
     return env.get_template(TEMPLATE.name).render(
         port=cfg.rsyncd.port, address=cfg.address, log_file=cfg.log_dir / "rsyncd.log",
         max_connections=cfg.rsyncd.max_connections, lock_file=cfg.run_dir / "rsyncd.lock",
