@@ -61,6 +61,7 @@ class DhcpConfig:
     probe_seconds: float = 4.0    # look for another DHCP server this long (dnsmasq pings ~3 s first)
     port: int = 67
     loader: str = "ipxe"          # BIOS/UEFI first stage: "ipxe" (HTTP scripts) or "pxelinux"
+    answer_router_solicitations: bool = True   # "no router here": PXE firmware stops waiting for IPv6
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,8 @@ def parse(data: dict, source: Path | None = None) -> Config:
                 raise ConfigError(f"address: the server's own address {address} lies in pool {pool}")
 
     dhcp_t = _take(data, "dhcp", "", dict, {})
-    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader"}, "dhcp.")
+    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader",
+                         "answer_router_solicitations"}, "dhcp.")
     mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
     if mode not in ("server", "proxy"):
         raise ConfigError(f"dhcp.mode: {mode!r} is not 'server' or 'proxy'")
@@ -302,7 +304,8 @@ def parse(data: dict, source: Path | None = None) -> Config:
         raise ConfigError(f"dhcp.site_option: {site_option} is not a site-specific code (224-254)")
     dhcp = DhcpConfig(mode, _take(dhcp_t, "enrol", "dhcp.", bool, False), site_option,
                       float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 4.0)),
-                      _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"))
+                      _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"),
+                      _take(dhcp_t, "answer_router_solicitations", "dhcp.", bool, True))
     if dhcp.loader not in ("ipxe", "pxelinux"):
         raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not 'ipxe' or 'pxelinux'")
     if dhcp.probe_seconds < 0:
@@ -394,6 +397,8 @@ enrol = false                  # true: unknown MACs are recorded (never installe
 site_option = 224              # image-server hint also sent under this code (224-254)
 probe_seconds = 4              # look for a rogue DHCP server before serving
 loader = "ipxe"                # "ipxe": kernel/initrd over HTTP; "pxelinux": all over TFTP
+answer_router_solicitations = true   # tell PXE clients "no IPv6 router here" (server mode):
+                               # they stop waiting ~13 s for one; no route or address is given
 
 [tftp]
 port = 69

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ from appliance.lab.install_lab import InstallLab  # noqa: E402
 from appliance.lab.netns import Lab  # noqa: E402
 
 PHASES = ("partition", "mkfs", "mount", "rsync", "configure", "bootloader", "done")
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 CONSOLE_MARKS = (("script", "SystemImager: autoinstalling {host}"), ("kernel", "Linux version"),
                  ("running", "SystemImager: running {host}.sh"))
 
@@ -43,7 +45,7 @@ def install_one(ilab: InstallLab, hostname: str, mac: str, firmware: str) -> dic
             now = time.time() - t0
             if "dhcp" not in seen and any(l["mac"] == mac for l in ilab.api("/api/leases") or []):
                 seen["dhcp"] = now
-            console = machine.guest.console()
+            console = ESCAPES.sub("", machine.guest.console())   # SeaBIOS mirrors the screen with cursor moves
             for mark, text in CONSOLE_MARKS:
                 if mark not in seen and text.format(host=hostname) in console:
                     seen[mark] = now

@@ -272,3 +272,29 @@ def test_reprobe_raises_alarm_when_a_rogue_appears(lab, appliance, tmp_path):
     assert result["before"] is True and result["after"] is False
     assert "another DHCP server answers: 10.77.0.3" in result["detail"]
     assert "rogue-server" in result["events"]
+
+
+def test_router_solicitation_gets_a_no_router_advertisement(lab, appliance):
+    """PXE firmware waits ~13 s for IPv6 unless a router answers; ours says "no router here"."""
+    a = appliance().start()
+    mac = lab.run(lab.names["srv"], "cat", "/sys/class/net/eth0/address").stdout.strip()
+    lab.run(lab.names["cli"], "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2")
+    got = None
+    for _ in range(3):       # the bridge's port may still be learning; RS is sent once per try
+        got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "ra_client.py"), "2",
+                                 timeout=30).stdout.strip().splitlines()[-1])
+        if got:
+            break
+    assert got is not None, f"no router advertisement answered; log:\n{a.log.read_text()[-2000:]}"
+    assert got["hlim"] == 255 and got["src"].startswith("fe80:")
+    assert (got["routerlifetime"], got["M"], got["O"], got["prefixes"]) == (0, 0, 0, 0), got
+    assert got["lladdr"] == mac
+    assert "default" not in lab.run(lab.names["cli"], "ip", "-6", "route").stdout, "it must not become a router"
+    assert a.health()["counters"]["router_adverts_sent"] >= 1
+
+
+def test_router_solicitations_left_alone_when_switched_off(lab, appliance):
+    a = appliance(dhcp={"answer_router_solicitations": False}).start()
+    got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "ra_client.py"), "2",
+                             timeout=30).stdout.strip().splitlines()[-1])
+    assert got is None and a.health()["counters"].get("router_adverts_sent", 0) == 0

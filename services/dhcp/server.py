@@ -19,6 +19,7 @@ from .hosts import HostDirectory
 from .leases import Journal, LeaseBook, LeaseWriter
 from .policy import PROXY_PORT, Arrival, Decision, Policy
 from .probe import PROBE_MAC, RogueServer, probe
+from .ra import RaResponder
 from .sockets import bound_udp
 
 BATCH = 256                 # datagrams handled per wake-up at most
@@ -43,6 +44,7 @@ class DhcpService(Service):
         self.alarm = ""
         self._notify_pending = False
         self.writer: LeaseWriter | None = None
+        self.ra: RaResponder | None = None
 
     # --- lifecycle -------------------------------------------------------------
     async def serve(self, ready) -> None:
@@ -70,12 +72,22 @@ class DhcpService(Service):
                 loop.add_reader(sock.fileno(), self._readable, sock, port)
             self.log.info("serving DHCP (%s mode) on %s ports %s, %d leases loaded",
                           cfg.dhcp.mode, cfg.interface, ports, loaded)
+            if cfg.dhcp.mode == "server" and cfg.dhcp.answer_router_solicitations:
+                self.ra = RaResponder(cfg.interface, self.counters)
+                try:
+                    self.ra.start(loop)
+                except OSError as exc:   # IPv6 off on this interface: PXE clients just wait longer
+                    self.log.warning("not answering IPv6 router solicitations on %s: %s", cfg.interface, exc)
+                    self.ra = None
             ready()
             while True:
                 await asyncio.sleep(self.reprobe_seconds)
                 if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
                     await self._reprobe()
         finally:
+            if self.ra is not None:
+                self.ra.stop(loop)
+                self.ra = None
             for port, sock in self.sockets.items():
                 loop.remove_reader(sock.fileno())
                 sock.close()
