@@ -52,6 +52,7 @@ class RaResponder:
         self.interface = interface
         self.counters = counters
         self.sock: socket.socket | None = None
+        self.index = 0                # the interface's index: the scope of link-local replies
         self.advert = b""
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -69,8 +70,7 @@ class RaResponder:
         except OSError:
             sock.close()
             raise
-        self.sock = sock
-        self.index = index
+        self.sock, self.index = sock, index
         loop.add_reader(sock.fileno(), self._readable)
 
     def stop(self, loop: asyncio.AbstractEventLoop) -> None:
