@@ -221,7 +221,7 @@ class ReadTransfer:
             count = min(end - self.next + 1, self._slots)
             self._send_blocks(self.next, count)
             self.next += count
-        if self.next > end and self.next <= self.last and not self.done and self.window <= self._slots:
+        if not self.done and self.next <= self.last and self.window <= self._slots:
             # The window is out; until its ACK comes, read the next one into the
             # buffer (the kernel copied what was sent), so the ACK is answered at once.
             self._load(self.next, min(self.window, self.last - self.next + 1))
@@ -238,7 +238,7 @@ class ReadTransfer:
             tail = self.size - (self.last - 1) * bs
             packets = packets[:count - 1] + [packets[count - 1][:4 + tail]]
             payloads = payloads[:count - 1] + [payloads[count - 1][:tail]]
-        else:
+        elif count < self._slots:                       # a part window: no list copies per block
             packets, payloads = packets[:count], payloads[:count]
         want = (count - 1) * bs + tail
         got = self.source.read_many(payloads, (first - 1) * bs, want) if want else 0
@@ -267,8 +267,8 @@ class ReadTransfer:
                 self.send_train = train = None
         if count == 1 or train is None:
             send = self.send
-            for packet in packets:
-                send(packet)
+            for i in range(count):
+                send(packets[i])
         self.data_sent += count
         self.bytes_sent += want
 
