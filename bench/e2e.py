@@ -5,7 +5,9 @@ Builds the lab (appliance, golden client, image), then installs one BIOS and one
 UEFI machine one after the other, watching the appliance's API and the
 machine's console every half second. Phases, from power-on:
   firmware_to_dhcp      power-on until the appliance has leased it an address
-  loader                until iPXE runs its script (console: "SystemImager: autoinstalling")
+  loader                until iPXE runs its script (console: "SystemImager: autoinstalling");
+                        SeaBIOS guests' serial console does not show iPXE, so for BIOS
+                        this runs on to the kernel's start
   kernel_initrd         until the kernel, fetched with its initrd, starts ("Linux version")
   initrd_to_script      until the installer runs the host's script ("running <host>.sh")
   script_start          until the script's first progress report
