@@ -168,8 +168,12 @@ def test_atftp_window_big_file(srv, tree, tmp_path):
     assert sha(tmp_path / "out") == sha(tree / "big")
 
 
-def test_a_lone_lockstep_session_spinning_for_acks_lets_a_new_client_in(fresh, tree, tmp_path):
-    """A lone window-1 transfer waits for ACKs spinning, not in epoll; a new request still gets served."""
+def test_a_new_client_is_served_while_a_lone_lockstep_transfer_runs(fresh, tree, tmp_path):
+    """A lone window-1 transfer waits for its ACKs spinning, not in epoll; a new request still gets served.
+
+    (A client this fast over loopback still leaves gaps longer than the spin, so
+    this does not single out the 2 ms slice; it guards the outcome the slice is for.)
+    """
     need("curl")
     big = subprocess.Popen(["curl", "-sS", f"tftp://127.0.0.1:{fresh.port}/big", "-o", str(tmp_path / "big")],
                            stderr=subprocess.PIPE)
