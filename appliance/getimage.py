@@ -43,6 +43,11 @@ RSYNC_OK = {0, 24}
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 _PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+(\d+:\d\d:\d\d)")
 _TOTAL_SIZE = re.compile(r"^Total file size: ([\d,]+) bytes")
+# What an exact copy takes. --modify-window=-1 compares times to the
+# nanosecond: by default rsync compares whole seconds, and leaves a directory
+# it wrote into with the write time when the source directory's time falls in
+# the same second (seen in CI: prepareclient, then getimage within a second).
+EXACT = ["-aHAX", "--numeric-ids", "--modify-window=-1"]
 
 
 @dataclass
@@ -179,8 +184,8 @@ def fetch_mounted_filesystems(opts: Options, workdir: Path) -> str:
 
 def rsync_command(opts: Options, write_to: Path, link_dest: Path | None, filter_file: Path,
                   progress: bool = True) -> list[str]:
-    cmd = ["rsync", "-aHAX", "--numeric-ids", "--sparse", "--delete", "--delete-excluded",
-           "--stats", f"--exclude-from={filter_file}"]
+    cmd = ["rsync", *EXACT, "--sparse", "--delete", "--delete-excluded", "--stats",
+           f"--exclude-from={filter_file}"]
     if progress:
         # Measured: about a third more time on a 30,000-file first pull, so only when shown.
         cmd.append("--info=progress2")
@@ -201,7 +206,7 @@ def differences(opts: Options, current: Path, filter_file: Path) -> list[tuple[s
     costs (file lists and stat, no data); spares making a version identical to
     its parent and tells which files change only in their attributes.
     """
-    cmd = ["rsync", "--dry-run", "-aHAX", "--numeric-ids", "--delete", "--delete-excluded",
+    cmd = ["rsync", "--dry-run", *EXACT, "--delete", "--delete-excluded",
            "--out-format=%i %n", f"--exclude-from={filter_file}", _url(opts), f"{current}/"]
     proc = subprocess.run(cmd, env=_env(opts), capture_output=True)
     if proc.returncode not in RSYNC_OK:

@@ -215,3 +215,23 @@ def test_rsync_progress_is_parsed(tmp_path):
     assert g._total_size(out) == 2_000_000
     cmd = g.rsync_command(g.Options("gc", "web"), tmp_path, None, tmp_path / "x", progress=False)
     assert "--info=progress2" not in cmd and "--sparse" in cmd and "-aHAX" in cmd
+
+
+def test_pull_keeps_directory_times_exact_within_one_second(tmp_path):
+    """rsync compares whole seconds by default: a directory whose source time
+    falls in the second it is written keeps its write time (failed in CI)."""
+    import time
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "etc/si").mkdir(parents=True)
+    (src / "etc/si/f").write_text("x\n")
+    while time.time() % 1 > 0.5:   # leave half a second for rsync to write in this second
+        time.sleep(0.05)
+    late_in_this_second = int(time.time()) * 10**9 + 999_000_000
+    for d in ("etc/si", "etc"):
+        os.utime(src / d, ns=(late_in_this_second, late_in_this_second))
+    cmd = g.rsync_command(g.Options("gc", "web"), dst, None, tmp_path / "none", progress=False)
+    cmd = [a for a in cmd if not a.startswith("--exclude-from")][:-2] + [f"{src}/", f"{dst}/"]
+    status, _out, err = g.run_rsync(cmd, dict(os.environ, LC_ALL="C"), None)
+    assert status == 0, err
+    for d in ("etc", "etc/si"):
+        assert os.stat(dst / d).st_mtime_ns == late_in_this_second, d
