@@ -37,6 +37,7 @@ MIN_BLKSIZE = 8          # RFC 2348
 MAX_BLKSIZE = 65464      # RFC 2348
 MAX_DIGITS = 10          # longer numbers are refused before int() sees them
 WINDOW_BUFFER = 256 * 1024   # per-session packet buffer cap (window x blksize can be 4 MB)
+BATCH_BLOCKS = 64            # blocks read ahead with one preadv (capped by WINDOW_BUFFER)
 _HEADER = struct.Struct("!HH")
 
 
@@ -116,14 +117,20 @@ class ReadTransfer:
         self.max_interval = max(limits.max_timeout, neg.timeout)
         self.size = source.size
         self.last = self.size // bs + 1           # final block: shorter than bs, maybe empty
-        # One buffer of packet slots (header + payload each): a window's blocks are read
-        # with one preadv straight into the slots and sent from there, no copies.
-        slot = 4 + bs
-        self._slots = max(1, min(self.window, WINDOW_BUFFER // slot))
+        # One buffer of packet slots (header + payload each): a batch of blocks is read
+        # with one preadv straight into the slots and sent from there, no copies. A
+        # batch holds up to BATCH_BLOCKS blocks, more than one window: in lock-step
+        # one preadv then serves many ACKs (measured: a third of the engine's time
+        # per block went to one preadv per block).
+        self._slot = slot = 4 + bs
+        self._slots = max(1, min(max(self.window, BATCH_BLOCKS), WINDOW_BUFFER // slot, self.last))
         self._buf = bytearray(slot * self._slots)
         self._whole = whole = memoryview(self._buf)
         self._packets = [whole[i * slot:(i + 1) * slot] for i in range(self._slots)]
         self._payloads = [p[4:] for p in self._packets]
+        self._first = 0             # the batch in the slots: blocks _first.._first+_count-1
+        self._count = 0
+        self._batch = self._packets  # the batch's packet views (the final block's is shorter)
         self.base = 1            # lowest block not yet acknowledged (absolute number)
         self.next = 1            # next block to send
         self._rewind_guard = 0   # no gap-rewind until the client has acked past this
@@ -140,7 +147,6 @@ class ReadTransfer:
         self.stray = 0           # ACKs of blocks never sent, malformed or unexpected packets
         self.bytes_sent = 0
         self.trains = 0          # windows sent in one go by send_train
-        self._loaded: tuple | None = None   # (first, count, packets, bytes) read ahead into the buffer
         self._oack = encode_oack(neg.reply) if neg.reply else b""
 
     # --- start ---------------------------------------------------------------
@@ -216,21 +222,34 @@ class ReadTransfer:
         self._fill_window()
 
     def _fill_window(self) -> None:
+        nxt = self.next
+        if self.window == 1 and nxt <= self.last:
+            i = nxt - self._first
+            if 0 <= i < self._count:
+                # Lock-step with the block read ahead: the hot path, one block per ACK.
+                packet = self._batch[i]
+                self.send(packet)
+                self.next = nxt + 1
+                self.data_sent += 1
+                self.bytes_sent += len(packet) - 4
+                if i + 1 == self._count and nxt < self.last:
+                    self._load(nxt + 1)
+                return
         end = min(self.base + self.window - 1, self.last)
         while self.next <= end and not self.done:
             count = min(end - self.next + 1, self._slots)
             self._send_blocks(self.next, count)
             self.next += count
-        if not self.done and self.next <= self.last and self.window <= self._slots:
-            # The window is out; until its ACK comes, read the next one into the
-            # buffer (the kernel copied what was sent), so the ACK is answered at once.
-            self._load(self.next, min(self.window, self.last - self.next + 1))
+        nxt = self.next
+        if not self.done and nxt <= self.last and nxt + min(self.window, self.last - nxt + 1) > self._first + self._count:
+            # The next window is not in the buffer: read it now, while the ACK for the
+            # one just sent is on its way (the kernel copied what was sent).
+            self._load(nxt)
 
-    def _load(self, first: int, count: int) -> list[memoryview] | None:
-        """Read blocks first..first+count-1 into the packet slots with their headers."""
-        if self._loaded is not None and self._loaded[0] == first and self._loaded[1] == count:
-            return self._loaded[2]
-        self._loaded = None
+    def _load(self, first: int) -> bool:
+        """Read a batch of blocks from `first` into the packet slots, headers included."""
+        self._count = 0
+        count = min(self._slots, self.last - first + 1)
         bs = self.blksize
         packets, payloads = self._packets, self._payloads
         tail = bs
@@ -238,39 +257,39 @@ class ReadTransfer:
             tail = self.size - (self.last - 1) * bs
             packets = packets[:count - 1] + [packets[count - 1][:4 + tail]]
             payloads = payloads[:count - 1] + [payloads[count - 1][:tail]]
-        elif count < self._slots:                       # a part window: no list copies per block
+        elif count < self._slots:
             packets, payloads = packets[:count], payloads[:count]
         want = (count - 1) * bs + tail
         got = self.source.read_many(payloads, (first - 1) * bs, want) if want else 0
         if got != want:
             self.send(encode_error(ERR_UNDEFINED, "file changed while being sent"))
             self._finish("file truncated")
-            return None
+            return False
         pack = _HEADER.pack_into
         for i in range(count):
             pack(packets[i], 0, 3, (first + i) & 0xFFFF)
-        self._loaded = (first, count, packets, want)
-        return packets
+        self._first, self._count, self._batch = first, count, packets
+        return True
 
     def _send_blocks(self, first: int, count: int) -> None:
-        """Send blocks first..first+count-1 (read now unless read ahead already)."""
-        packets = self._load(first, count)
-        if packets is None:
+        """Send blocks first..first+count-1 from the buffer (read now unless read already)."""
+        if not (self._first <= first and first + count <= self._first + self._count) and not self._load(first):
             return
-        want = self._loaded[3]
-        self._loaded = None            # the buffer is free for the next window once sent
+        i = first - self._first
+        batch = self._batch
         train = self.send_train
         if count > 1 and train is not None:
-            if train(self._whole[:(count - 1) * (4 + self.blksize) + len(packets[count - 1])], 4 + self.blksize):
+            slot = self._slot
+            if train(self._whole[i * slot:(i + count - 1) * slot + len(batch[i + count - 1])], slot):
                 self.trains += 1
             else:
                 self.send_train = train = None
         if count == 1 or train is None:
             send = self.send
-            for i in range(count):
-                send(packets[i])
+            for j in range(i, i + count):
+                send(batch[j])
         self.data_sent += count
-        self.bytes_sent += want
+        self.bytes_sent += (count - 1) * self.blksize + len(batch[i + count - 1]) - 4
 
     def abort(self, outcome: str) -> None:
         """End the transfer from outside (server shutdown, a newer request from the same port)."""
