@@ -68,6 +68,7 @@ class DhcpConfig:
 class TftpConfig:
     port: int = 69
     max_sessions: int = 512
+    workers: int | None = None    # transfer processes; None: one per core (at most 4), 0: none
 
 
 @dataclass(frozen=True)
@@ -312,8 +313,12 @@ def parse(data: dict, source: Path | None = None) -> Config:
         raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
 
     tftp_t = _take(data, "tftp", "", dict, {})
-    _check_keys(tftp_t, {"port", "max_sessions"}, "tftp.")
-    tftp = TftpConfig(_port(tftp_t, "port", "tftp.", 69), _positive(tftp_t, "max_sessions", "tftp.", 512))
+    _check_keys(tftp_t, {"port", "max_sessions", "workers"}, "tftp.")
+    workers = _take(tftp_t, "workers", "tftp.", int, None)
+    if workers is not None and not 0 <= workers <= 64:
+        raise ConfigError(f"tftp.workers: {workers} is outside 0-64")
+    tftp = TftpConfig(_port(tftp_t, "port", "tftp.", 69), _positive(tftp_t, "max_sessions", "tftp.", 512),
+                      workers)
     http_t = _take(data, "http", "", dict, {})
     _check_keys(http_t, {"port"}, "http.")
     http = HttpConfig(_port(http_t, "port", "http.", 8080))
@@ -402,6 +407,8 @@ answer_router_solicitations = true   # tell PXE clients "no IPv6 router here" (s
 
 [tftp]
 port = 69
+# workers = 2                  # processes that send files; default one per core (at most 4),
+                               # 0 sends everything from the appliance process
 
 [http]
 port = 8080                    # boot files, iPXE scripts, API, monitor page

@@ -56,6 +56,11 @@ def test_consoles_by_group_with_a_default():
     assert config.parse(with_("consoles", {"rack7": "hvc0"})).console_for(None) is None
 
 
+def test_tftp_workers_default_to_one_per_core():
+    assert config.parse(GOOD).tftp.workers is None
+    assert config.parse(with_("tftp.workers", 0)).tftp.workers == 0
+
+
 BAD = [
     ("unknown top-level key", with_("colour", "blue"), "colour: unknown key"),
     ("unknown nested key", with_("dhcp.colour", 1), "dhcp.colour: unknown key"),
@@ -92,6 +97,8 @@ BAD = [
     ("console not a string", with_("consoles", {"rack7": 115200}), "consoles.rack7:"),
     ("console group name", with_("consoles", {"rack 7": "ttyS0"}), "consoles.rack 7: 'rack 7' is not a group"),
     ("consoles not a table", with_("consoles", "ttyS0"), "consoles: expected a table"),
+    ("tftp workers negative", with_("tftp.workers", -1), "tftp.workers: -1 is outside 0-64"),
+    ("tftp workers a string", with_("tftp.workers", "auto"), "tftp.workers: expected an integer"),
 ]
 
 

@@ -1,0 +1,149 @@
+"""Transfers in worker processes: handed over, spread, reported, and survived when a worker dies."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from services.tftp import packet as P
+from services.tftp.engine import Limits
+from tftp_helpers import RawClient, ServerThread
+from test_tftp_server import need, wait_for
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tftp-workers")
+    (base / "medium").write_bytes(os.urandom(1_000_003))
+    (base / "big").write_bytes(os.urandom(20_000_000))
+    return base
+
+
+def sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def curl(port: int, name: str, out) -> None:
+    need("curl")
+    subprocess.run(["curl", "-sS", "--tftp-blksize", "1468", f"tftp://127.0.0.1:{port}/{name}", "-o", str(out)],
+                   check=True, timeout=60)
+
+
+def live_workers(server: ServerThread) -> list[subprocess.Popen]:
+    return [w.proc for w in server.server.pool.workers if w.proc.poll() is None]
+
+
+def test_files_are_sent_by_worker_processes(root, tmp_path):
+    server = ServerThread(root, workers=2)
+    try:
+        assert len(live_workers(server)) == 2
+        curl(server.port, "medium", tmp_path / "out")
+        assert sha(tmp_path / "out") == sha(root / "medium")
+        assert wait_for(lambda: server.counters["sessions_complete"] == 1), "the worker's report never came"
+        c = server.counters
+        assert c["handed_to_workers"] == 1 and c["sessions_active"] == 0
+        assert c["data_sent"] == 1_000_003 // 1468 + 1 and c["bytes_sent"] == 1_000_003
+    finally:
+        server.stop()
+
+
+def test_without_workers_everything_stays_in_process(root, tmp_path):
+    server = ServerThread(root, workers=0)
+    try:
+        assert server.server.pool is None
+        curl(server.port, "medium", tmp_path / "out")
+        assert sha(tmp_path / "out") == sha(root / "medium")
+        assert wait_for(lambda: server.counters["sessions_complete"] == 1)
+        assert server.counters["handed_to_workers"] == 0
+    finally:
+        server.stop()
+
+
+def test_sessions_go_to_the_least_busy_worker(root):
+    server = ServerThread(root, workers=2, limits=Limits(timeout=5.0))
+    clients = [RawClient(server.port) for _ in range(4)]
+    try:
+        for c in clients:
+            c.rrq("big")
+            assert c.recv().block == 1          # held open: no ACK yet
+        assert sorted(len(w.sessions) for w in server.server.pool.workers) == [2, 2]
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
+def test_a_worker_that_dies_is_replaced_and_its_transfer_counted_failed(root, tmp_path):
+    server = ServerThread(root, workers=2, limits=Limits(timeout=5.0))
+    c = RawClient(server.port)
+    try:
+        c.rrq("big")
+        assert c.recv().block == 1
+        holder = next(w for w in server.server.pool.workers if w.sessions)
+        os.kill(holder.proc.pid, signal.SIGKILL)
+        assert wait_for(lambda: server.counters["sessions_failed"] == 1), "the lost transfer was not counted"
+        assert wait_for(lambda: len(live_workers(server)) == 2), "no replacement worker"
+        assert holder.proc.pid not in [p.pid for p in live_workers(server)]
+        assert server.counters["sessions_active"] == 0
+        # The client retries with a new request: it is served in full.
+        curl(server.port, "medium", tmp_path / "out")
+        assert sha(tmp_path / "out") == sha(root / "medium")
+    finally:
+        c.close()
+        server.stop()
+
+
+def test_a_new_request_from_a_moving_clients_port_supersedes_its_transfer(root):
+    server = ServerThread(root, workers=1, limits=Limits(timeout=5.0))
+    c = RawClient(server.port)
+    try:
+        c.rrq("big")
+        assert c.recv().block == 1
+        c.ack(1)
+        assert c.recv().block == 2
+        assert wait_for(lambda: next(iter(server.server.sessions.values())).moving), "no 'moving' report"
+        c.rrq("medium")                         # the same port asks again: a new transfer
+        reply = c.recv()
+        while isinstance(reply, P.Data) and reply.block != 1:
+            reply = c.recv()                    # a block of the old transfer may still be on its way
+        assert isinstance(reply, P.Data) and reply.block == 1
+        assert wait_for(lambda: server.counters["superseded"] == 1 and server.counters["sessions_started"] == 2)
+    finally:
+        c.close()
+        server.stop()
+
+
+def test_stopping_the_server_ends_its_workers(root):
+    server = ServerThread(root, workers=2)
+    procs = live_workers(server)
+    c = RawClient(server.port)
+    c.rrq("big")
+    assert c.recv().block == 1
+    server.stop()
+    c.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    assert all(p.poll() is not None for p in procs), "a worker outlived its server"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_client_that_goes_away_ends_its_session_at_once(root, workers):
+    """Session sockets are connected: the kernel's 'port unreachable' ends the transfer
+    at the next retransmission, instead of after every retry has timed out (3.4 s here)."""
+    server = ServerThread(root, workers=workers, limits=Limits(timeout=0.2, max_timeout=1.0, retries=5))
+    c = RawClient(server.port)
+    try:
+        c.rrq("big")
+        assert c.recv().block == 1
+        c.close()
+        assert wait_for(lambda: server.counters["sessions_active"] == 0, 1.5), "the session outlived its client"
+        counters = server.counters
+        assert counters["client_errors"] == 1 and counters["sessions_timeout"] == 0
+        assert counters["retransmits"] <= 1
+    finally:
+        server.stop()
