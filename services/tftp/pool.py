@@ -97,7 +97,7 @@ class WorkerProcess:
                 self.counters = message.get("counters", self.counters)
                 if session is not None:
                     del self.sessions[session.sid]
-                    self.pool.on_end(session, message.get("outcome", ""))
+                    self.pool.on_end(session, message)
 
     def close(self, wait: float = 5.0) -> None:
         try:
@@ -113,7 +113,7 @@ class WorkerProcess:
 
 
 class WorkerPool:
-    def __init__(self, count: int, limits: Limits, on_end: Callable[[RemoteSession, str], None]) -> None:
+    def __init__(self, count: int, limits: Limits, on_end: Callable[[RemoteSession, dict], None]) -> None:
         self.loop = asyncio.get_running_loop()
         self.limits = dataclasses.asdict(limits)
         self.on_end = on_end
@@ -132,10 +132,14 @@ class WorkerPool:
         """Give a ready session to the least busy worker; raises OSError if it cannot take it."""
         worker = min(self.workers, key=lambda w: len(w.sessions))
         sid, self.next_sid = self.next_sid, self.next_sid + 1
-        worker.send({"t": "start", "sid": sid, "peer": list(peer), "size": size, "options": options,
-                     "limits": self.limits}, [sock.fileno(), fd])
         session = RemoteSession(peer, request, worker, sid)
-        worker.sessions[sid] = session
+        worker.sessions[sid] = session      # before the worker can answer the client
+        try:
+            worker.send({"t": "start", "sid": sid, "peer": list(peer), "size": size, "options": options,
+                         "limits": self.limits}, [sock.fileno(), fd])
+        except OSError:
+            del worker.sessions[sid]
+            raise
         return session
 
     def died(self, worker: WorkerProcess) -> None:
@@ -149,7 +153,7 @@ class WorkerPool:
         lost = list(worker.sessions.values())
         self.lost += len(lost)
         for session in lost:
-            self.on_end(session, "worker died")
+            self.on_end(session, {"outcome": "worker died"})
         now = time.monotonic()
         self.deaths = [t for t in self.deaths if now - t < DEATH_WINDOW] + [now]
         if len(self.deaths) > DEATHS_TOLERATED:

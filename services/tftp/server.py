@@ -257,13 +257,17 @@ class TftpServer:
             if self.sessions.get(session.peer) is session:
                 del self.sessions[session.peer]
 
-    def _remote_ended(self, session: RemoteSession, outcome: str) -> None:
-        """On the asyncio loop: a worker reported the end of a transfer."""
+    def _remote_ended(self, session: RemoteSession, report: dict) -> None:
+        """On the asyncio loop: a worker reported the end of a transfer (or died)."""
         with self.sessions_lock:
             if self.sessions.get(session.peer) is session:
                 del self.sessions[session.peer]
+        outcome = report.get("outcome", "")
         if outcome == "worker died":
             log.warning("transfer to %s:%s lost with its worker", *session.peer)
+        else:   # the same line as an in-process session's (plane.Session.close)
+            log.debug("done %s:%s %s, %d bytes in %d blocks", session.peer[0], session.peer[1], outcome,
+                      report.get("bytes", 0), report.get("blocks", 0))
 
     # --- status ----------------------------------------------------------------
     def health(self) -> Health:

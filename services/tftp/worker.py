@@ -12,7 +12,7 @@ Messages (SOCK_SEQPACKET, one JSON object each; see pool.py for the other end):
   in:  {"t": "start", "sid", "peer", "size", "options", "limits"} with fds [socket, file]
        {"t": "abort", "sid", "why"}
   out: {"t": "moving", "sid"}
-       {"t": "end", "sid", "outcome", "counters"}
+       {"t": "end", "sid", "outcome", "bytes", "blocks", "counters"}
 When the appliance closes its end, the worker ends its sessions and exits.
 """
 from __future__ import annotations
@@ -91,7 +91,8 @@ class Worker:
 
     def ended(self, sid: int, session: Session) -> None:
         self.sessions.pop(sid, None)
-        self.report({"t": "end", "sid": sid, "outcome": session.transfer.outcome,
+        t = session.transfer
+        self.report({"t": "end", "sid": sid, "outcome": t.outcome, "bytes": t.bytes_sent, "blocks": t.data_sent,
                      "counters": self.plane.counters})
 
 
