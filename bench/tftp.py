@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from appliance.lab.netns import Lab  # noqa: E402
+from services.tftp.pool import default_workers  # noqa: E402
 
 SERVER_IP, CLIENT_IP = "10.77.0.1", "10.77.0.2"
 BLKSIZE = 1468
@@ -243,6 +244,7 @@ def main() -> None:
 
     summary = {
         "file_MiB": 64, "blksize": BLKSIZE, "clients": args.clients, "client_file_MiB": 16,
+        "ours_workers": default_workers(), "cpus": os.cpu_count(),
         "single": {"ratio_vs_tftpd_hpa": ratio(ours.get("single_MBps"), hpa.get("single_MBps")),
                    **{f"{k}_MBps": v.get("single_MBps") for k, v in results.items()}},
         "windowed": {"windowsize": 16,

@@ -176,7 +176,7 @@ class Session:
         # block (measured: window 1, 25 MB/s spinning against 11 for tftpd-hpa,
         # which sleeps). Back to epoll at least every SPIN_SLICE, for new sessions
         # and timers.
-        spin = SPIN_SECONDS if len(plane.sessions) == 1 else 0.0
+        spin = SPIN_SECONDS if len(plane.sessions) == 1 and plane.may_spin else 0.0
         spin_until, slice_end = now + spin, now + SPIN_SLICE
         clock = time.monotonic
         while True:                   # drain: on a fast link ACKs queue while we send
@@ -308,6 +308,10 @@ class DataPlane(threading.Thread):
         self.rbuf = bytearray(RECV_SIZE)
         self.rview = memoryview(self.rbuf)
         self.running = True
+        # Spinning pays only for a transfer alone on the machine: a worker process
+        # with one session among others would take a core the rest need (measured:
+        # 2 clients on 2 spinning workers, 50 MB/s; tftpd-hpa 111). The pool says when.
+        self.may_spin = True
 
     def watch(self, fd: int, callback: Callable[[], None]) -> None:
         """Call `callback` on this plane's thread whenever `fd` is readable."""

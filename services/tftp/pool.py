@@ -121,6 +121,7 @@ class WorkerPool:
         self.retired: dict[str, int] = dict.fromkeys(PLANE_COUNTERS, 0)   # counters of dead workers
         self.lost = 0                                                        # sessions they took along
         self.next_sid = 1
+        self.spinning = False
         self.workers = [WorkerProcess(self) for _ in range(count)]
 
     @property
@@ -163,6 +164,15 @@ class WorkerPool:
         log.error("tftp worker %d died (status %s, %d transfers lost); starting another",
                   worker.proc.pid, status, len(lost))
         self.workers.append(WorkerProcess(self))
+        if self.spinning:
+            self.workers[-1].send({"t": "spin", "on": True})
+
+    def allow_spin(self, on: bool) -> None:
+        """Tell the workers whether a lone session may spin (only when it is the only transfer)."""
+        if on != self.spinning:
+            self.spinning = on
+            for worker in self.workers:
+                worker.send({"t": "spin", "on": on})
 
     def counters(self) -> dict[str, int]:
         total = dict(self.retired)

@@ -242,6 +242,7 @@ class TftpServer:
                     self.sessions[addr] = remote
                 self.counters["sessions_started"] += 1
                 self.counters["handed_to_workers"] += 1
+                self._spin_if_alone()
                 return
         session = Session(self.plane, sock, addr, fd, raw, on_close=self._local_ended)
         session.transfer = ReadTransfer(source, session.send, request.options, time.monotonic(), self.limits)
@@ -250,18 +251,30 @@ class TftpServer:
             self.sessions[addr] = session
         self.counters["sessions_started"] += 1
         self.plane.submit(session.begin)
+        self._spin_if_alone()
+
+    def _spin_if_alone(self) -> None:
+        """On the asyncio loop: workers may spin only while one transfer runs in all."""
+        if self.pool is not None:
+            self.pool.allow_spin(len(self.sessions) == 1)
 
     def _local_ended(self, session: Session) -> None:
         """On the data-plane thread: the session is over."""
         with self.sessions_lock:
             if self.sessions.get(session.peer) is session:
                 del self.sessions[session.peer]
+        if self.pool is not None and self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._spin_if_alone)
+            except RuntimeError:
+                pass                  # the loop is closing: nothing left to tell
 
     def _remote_ended(self, session: RemoteSession, report: dict) -> None:
         """On the asyncio loop: a worker reported the end of a transfer (or died)."""
         with self.sessions_lock:
             if self.sessions.get(session.peer) is session:
                 del self.sessions[session.peer]
+        self._spin_if_alone()
         outcome = report.get("outcome", "")
         if outcome == "worker died":
             log.warning("transfer to %s:%s lost with its worker", *session.peer)

@@ -11,6 +11,7 @@ acknowledged data and when the session ends.
 Messages (SOCK_SEQPACKET, one JSON object each; see pool.py for the other end):
   in:  {"t": "start", "sid", "peer", "size", "options", "limits"} with fds [socket, file]
        {"t": "abort", "sid", "why"}
+       {"t": "spin", "on"}: whether a lone session may spin (see DataPlane.may_spin)
   out: {"t": "moving", "sid"}
        {"t": "end", "sid", "outcome", "bytes", "blocks", "counters"}
 When the appliance closes its end, the worker ends its sessions and exits.
@@ -37,6 +38,7 @@ class Worker:
         self.control = control
         control.setblocking(False)
         self.plane = DataPlane("tftp-worker")
+        self.plane.may_spin = False        # until the appliance says this is the only transfer
         self.sessions: dict[int, Session] = {}
         self.plane.watch(control.fileno(), self.on_control)
 
@@ -67,6 +69,8 @@ class Worker:
                 if message["t"] == "start":
                     self.start(message, fds)
                     fds = []
+                elif message["t"] == "spin":
+                    self.plane.may_spin = bool(message["on"])
                 elif message["t"] == "abort":
                     session = self.sessions.get(message["sid"])
                     if session is not None:
