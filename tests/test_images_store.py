@@ -148,6 +148,13 @@ def _siclient():
     return mod
 
 
+def test_prepareclient_secrets_paste_safely_after_an_option():
+    sc = _siclient()
+    made = {sc.new_secret() for _ in range(2000)}
+    assert len(made) == 2000
+    assert all(len(s) == 32 and s.isalnum() and s.isascii() for s in made)
+
+
 def test_siclient_is_stdlib_only_and_its_helpers():
     text = SICLIENT.read_text()
     imports = {line.split()[1].split(".")[0] for line in text.splitlines()

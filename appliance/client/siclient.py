@@ -282,6 +282,15 @@ use chroot = yes
 """
 
 
+SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_secret():
+    """32 letters and digits (190 bits). No '-': a secret starting with one is taken
+    for an option when pasted after `getimage --secret` (it failed a CI run)."""
+    return "".join(secrets.choice(SECRET_ALPHABET) for _ in range(32))
+
+
 def start_daemon(root, server, port, address, run_dir):
     if shutil.which("rsync") is None:
         raise Fail("rsync not found: install it (Debian package rsync)")
@@ -289,7 +298,7 @@ def start_daemon(root, server, port, address, run_dir):
     os.chmod(run_dir, 0o700)
     files = daemon_files(run_dir)
     stop_daemon(run_dir, quiet=True)
-    secret = secrets.token_urlsafe(24)
+    secret = new_secret()
     write_file(files["secrets"], "%s:%s\n" % (RSYNC_USER, secret), mode=0o600, backup=False)
     write_file(files["secret"], secret + "\n", mode=0o600, backup=False)
     write_file(files["conf"], DAEMON_CONF.format(
