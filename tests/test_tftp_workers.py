@@ -5,6 +5,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -147,3 +148,40 @@ def test_a_client_that_goes_away_ends_its_session_at_once(root, workers):
         assert counters["retransmits"] <= 1
     finally:
         server.stop()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = open(f"/proc/{entry}/status").read()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry))
+    return found
+
+
+def test_workers_do_not_outlive_a_killed_appliance(root):
+    """No orphans: a worker ends when its control socket's other end goes (SIGKILL included)."""
+    proc = subprocess.Popen([sys.executable, "-m", "services.tftp.server", str(root), "--port", "0", "--workers", "2"],
+                            stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert proc.stdout.readline().startswith("listening on")
+        workers = children(proc.pid)
+        assert len(workers) == 2, workers
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def alive(pid: int) -> bool:       # gone, or a zombie waiting for its new parent to reap it
+        try:
+            return "State:\tZ" not in open(f"/proc/{pid}/status").read()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if alive(w)], "a worker outlived the killed server"
