@@ -185,3 +185,30 @@ def test_workers_do_not_outlive_a_killed_appliance(root):
     while time.monotonic() < deadline and any(alive(w) for w in workers):
         time.sleep(0.05)
     assert not [w for w in workers if alive(w)], "a worker outlived the killed server"
+
+
+def test_a_start_the_worker_cannot_run_is_reported_and_leaks_nothing(root):
+    """In process, over a socketpair: a hand-over whose limits the engine refuses."""
+    import json
+    import socket
+
+    from services.tftp.worker import Worker
+    appliance, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = Worker(worker_end)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    fd = os.open(root / "medium", os.O_RDONLY)
+    open_before = len(os.listdir("/proc/self/fd"))
+    socket.send_fds(appliance, [json.dumps({"t": "start", "sid": 7, "peer": ["127.0.0.1", 9], "size": 10,
+                                            "options": {}, "limits": {"no_such_limit": 1}}).encode()],
+                    [udp.fileno(), fd])
+    udp.close()
+    os.close(fd)
+    worker.on_control()
+    report = json.loads(appliance.recv(65536))
+    assert report["t"] == "end" and report["sid"] == 7 and report["outcome"] == "internal error"
+    assert report["counters"]["sessions_failed"] == 1 and not worker.sessions
+    assert len(os.listdir("/proc/self/fd")) == open_before - 2, "the handed-over descriptors leaked"
+    appliance.close()
+    worker_end.close()
+    worker.plane.stop()

@@ -13,6 +13,7 @@ import collections
 import heapq
 import logging
 import os
+import resource
 import select
 import socket
 import threading
@@ -121,7 +122,11 @@ class Session:
         either step, the session stays unconnected and does both on one socket.
         """
         sock = self.sock
-        strangers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            strangers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:        # out of descriptors: one socket does both jobs
+            log.debug("session for %s stays unconnected: %s", self.peer, exc)
+            return
         try:
             # Set after the session's own bind, so no other ephemeral bind can share the port.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -281,6 +286,16 @@ class Session:
     def moving(self) -> bool:
         """The client has acknowledged data: a request repeated now is a new one."""
         return self.transfer.base > 1
+
+
+def raise_fd_limit() -> None:
+    """Each session holds two sockets and a file: allow as many descriptors as the system does."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass
 
 
 class DataPlane(threading.Thread):

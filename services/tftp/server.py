@@ -33,7 +33,7 @@ from services import safepath
 from .engine import BytesSource, FileSource, Limits, ReadTransfer, to_netascii
 from .packet import ERR_ACCESS, ERR_ILLEGAL_OP, ERR_NOT_FOUND, ERR_UNDEFINED, WRQ, PacketError, Request, decode, \
     encode_error
-from .plane import PLANE_COUNTERS, RECV_SIZE, DataPlane, Session
+from .plane import PLANE_COUNTERS, RECV_SIZE, DataPlane, Session, raise_fd_limit
 from .pool import RemoteSession, WorkerPool, default_workers
 
 log = logging.getLogger("si.tftp")
@@ -75,6 +75,7 @@ class TftpServer:
     # --- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        raise_fd_limit()
         self.plane = DataPlane()
         self.plane.start()
         try:

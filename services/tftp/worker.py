@@ -26,7 +26,7 @@ import sys
 import time
 
 from .engine import FileSource, Limits, ReadTransfer
-from .plane import DataPlane, Session
+from .plane import DataPlane, Session, raise_fd_limit
 
 log = logging.getLogger("si.tftp.worker")
 
@@ -66,9 +66,9 @@ class Worker:
                 return
             try:
                 message = json.loads(data)
-                if message["t"] == "start":
-                    self.start(message, fds)
-                    fds = []
+                if message["t"] == "start" and len(fds) == 2:
+                    fds, handed = [], fds
+                    self.start(message, handed)
                 elif message["t"] == "spin":
                     self.plane.may_spin = bool(message["on"])
                 elif message["t"] == "abort":
@@ -81,17 +81,29 @@ class Worker:
                 os.close(fd)
 
     def start(self, message: dict, fds: list[int]) -> None:
-        sid = message["sid"]
+        """Run a handed-over transfer; from here on this worker owns both descriptors."""
+        sid = message.get("sid")
         sock_fd, file_fd = fds
         sock = socket.socket(fileno=sock_fd)
-        session = Session(self.plane, sock, tuple(message["peer"]), file_fd,
-                          on_close=lambda s: self.ended(sid, s),
-                          on_moving=lambda s: self.report({"t": "moving", "sid": sid}))
-        session.transfer = ReadTransfer(FileSource(file_fd, message["size"]), session.send, message["options"],
-                                        time.monotonic(), Limits(**message["limits"]))
-        session.enable_trains()
+        try:
+            session = Session(self.plane, sock, tuple(message["peer"]), file_fd,
+                              on_close=lambda s: self.ended(sid, s),
+                              on_moving=lambda s: self.report({"t": "moving", "sid": sid}))
+            session.transfer = ReadTransfer(FileSource(file_fd, message["size"]), session.send, message["options"],
+                                            time.monotonic(), Limits(**message["limits"]))
+            session.enable_trains()
+        except Exception:
+            sock.close()
+            os.close(file_fd)
+            self.plane.counters["sessions_failed"] += 1
+            self.report({"t": "end", "sid": sid, "outcome": "internal error", "counters": self.plane.counters})
+            raise
         self.sessions[sid] = session
-        session.begin()
+        try:
+            session.begin()
+        except Exception:
+            session.abort("internal error")      # closes both and reports the end
+            raise
 
     def ended(self, sid: int, session: Session) -> None:
         self.sessions.pop(sid, None)
@@ -102,6 +114,7 @@ class Worker:
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s[%(process)d] %(message)s")
+    raise_fd_limit()
     control = socket.socket(fileno=int(argv[0]))
     Worker(control).run()
     os._exit(0)                   # nothing left to flush; skip interpreter teardown
