@@ -120,6 +120,8 @@ class Session:
         from anyone else then go to a second socket bound to the same port,
         which answers them with ERROR 5 (RFC 1350). If the kernel refuses
         either step, the session stays unconnected and does both on one socket.
+        Runs before the first packet goes out: until the client has heard from
+        this port it sends nothing here that the strangers socket could take.
         """
         sock = self.sock
         try:
