@@ -15,16 +15,9 @@ import pytest
 
 from services.tftp import packet as P
 from services.tftp.engine import Limits
-from tftp_helpers import RawClient, ServerThread
+from tftp_helpers import RawClient, ServerThread, need, wait_for
 
 BIG_BLOCKS = 65535 + 1000          # past the 16-bit block number at blksize 512
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    assert path, f"{tool} is not installed (Debian package: " \
-                 f"{ {'curl': 'curl', 'tftp': 'tftp-hpa', 'atftp': 'atftp'}[tool] })"
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +75,6 @@ def snapshot(root: Path) -> dict:
 
 def run(cmd, cwd, timeout=60):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(check, timeout: float = 5.0) -> bool:
-    """Counters move on the data-plane thread: give it a moment on a loaded machine."""
-    end = time.time() + timeout
-    while time.time() < end:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def still_serving(srv) -> None:

@@ -12,8 +12,7 @@ import pytest
 
 from services.tftp import packet as P
 from services.tftp.engine import Limits
-from tftp_helpers import RawClient, ServerThread
-from test_tftp_server import need, wait_for
+from tftp_helpers import RawClient, ServerThread, need, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import struct
 import threading
+import time
 
 from services.tftp import packet as P
 from services.tftp.server import TftpServer
@@ -104,3 +106,20 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} is not installed (Debian package: " \
+                 f"{ {'curl': 'curl', 'tftp': 'tftp-hpa', 'atftp': 'atftp'}[tool] })"
+    return path
+
+
+def wait_for(check, timeout: float = 5.0) -> bool:
+    """Counters move on the data-plane thread: give it a moment on a loaded machine."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
