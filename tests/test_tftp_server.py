@@ -382,6 +382,22 @@ def test_duplicate_acks_cause_no_storm(fresh):
 
 
 def test_ack_from_another_port_gets_error_5_and_the_transfer_completes(srv, tree):
+    stranger_gets_error_5(srv, tree)
+
+
+def test_an_unconnected_session_answers_strangers_itself(tree, monkeypatch):
+    """When the kernel refuses the connected socket pair, one socket does both jobs."""
+    from services.tftp import plane
+    monkeypatch.setattr(plane.Session, "connect", lambda self: None)
+    server = ServerThread(tree, workers=0, limits=Limits(timeout=3.0))
+    try:
+        stranger_gets_error_5(server, tree)
+        assert wait_for(lambda: server.counters["unknown_tid"] == 1)
+    finally:
+        server.stop()
+
+
+def stranger_gets_error_5(srv, tree) -> None:
     c = RawClient(srv.port)
     intruder = RawClient(srv.port)
     try:

@@ -31,6 +31,7 @@ GSO_MAX_SEGMENTS = 64                              # the kernel's UDP_MAX_SEGMEN
 GSO_MAX_BYTES = 65000                              # one send stays one IP-sized buffer
 SPIN_SECONDS = 200e-6                               # see Session.on_readable
 SPIN_SLICE = 2e-3
+UNKNOWN_TID = encode_error(ERR_UNKNOWN_TID, "unknown transfer id")
 
 PLANE_COUNTERS = (   # kept by each data plane
     "sessions_complete", "sessions_failed", "sessions_timeout", "client_errors", "unknown_tid",
@@ -142,21 +143,23 @@ class Session:
             return
         self.strangers = strangers
         self.plane.watch(strangers.fileno(), self.on_stranger)
-        if self.transfer.send == self.send:
-            self.transfer.send = self.send_connected
+        self.transfer.send = self.send_connected
 
     def on_stranger(self) -> None:
-        counters = self.plane.counters
         while True:
             try:
                 _data, addr = self.strangers.recvfrom(RECV_SIZE)
             except OSError:
                 return
-            counters["unknown_tid"] += 1
-            try:
-                self.strangers.sendto(encode_error(ERR_UNKNOWN_TID, "unknown transfer id"), addr)
-            except OSError:
-                pass
+            self.refuse_stranger(self.strangers, addr)
+
+    def refuse_stranger(self, sock: socket.socket, addr: tuple) -> None:
+        """A datagram on this session's port from someone else: ERROR 5, the transfer goes on."""
+        self.plane.counters["unknown_tid"] += 1
+        try:
+            sock.sendto(UNKNOWN_TID, addr)
+        except OSError:
+            pass
 
     def begin(self) -> None:
         plane = self.plane
@@ -198,12 +201,8 @@ class Session:
                 if spin and clock() < spin_until:
                     continue
                 break
-            if addr != peer:
-                plane.counters["unknown_tid"] += 1
-                try:
-                    self.sock.sendto(encode_error(ERR_UNKNOWN_TID, "unknown transfer id"), addr)
-                except OSError:
-                    pass
+            if addr != peer:          # only while unconnected (see connect)
+                self.refuse_stranger(self.sock, addr)
                 continue
             if n == 4 and buf[1] == 4 and buf[0] == 0:     # an ACK: skip the general decoder
                 transfer.ack((buf[2] << 8) | buf[3], now)
