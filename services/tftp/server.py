@@ -255,9 +255,14 @@ class TftpServer:
         self._spin_if_alone()
 
     def _spin_if_alone(self) -> None:
-        """On the asyncio loop: workers may spin only while one transfer runs in all."""
+        """On the asyncio loop: a plane may spin only while one transfer runs in all.
+
+        Without workers the one plane sees every session and decides alone.
+        """
         if self.pool is not None:
-            self.pool.allow_spin(len(self.sessions) == 1)
+            alone = len(self.sessions) == 1
+            self.plane.may_spin = alone
+            self.pool.allow_spin(alone)
 
     def _local_ended(self, session: Session) -> None:
         """On the data-plane thread: the session is over."""
