@@ -5,7 +5,8 @@ expiries (`on_timer`), with the current time; the engine answers through the
 injected `send` callable (which must consume the bytes before returning: the
 engine reuses its packet buffer, so the hot path allocates nothing per block)
 and reads the file through `source.read_many(views, offset, want)` (one
-os.preadv scattering a window's blocks into their packet slots). `deadline` says when the engine wants `on_timer` next.
+os.preadv scattering a batch of up to BATCH_BLOCKS blocks into their packet
+slots). `deadline` says when the engine wants `on_timer` next.
 
 Rules that make it robust (the TFTP part of the project's BAD-INPUTS list):
 - options are validated one by one; a bad value drops that option, never the
@@ -241,7 +242,8 @@ class ReadTransfer:
             self._send_blocks(self.next, count)
             self.next += count
         nxt = self.next
-        if not self.done and nxt <= self.last and nxt + min(self.window, self.last - nxt + 1) > self._first + self._count:
+        window_end = nxt + min(self.window, self.last - nxt + 1)
+        if not self.done and nxt <= self.last and window_end > self._first + self._count:
             # The next window is not in the buffer: read it now, while the ACK for the
             # one just sent is on its way (the kernel copied what was sent).
             self._load(nxt)

@@ -290,12 +290,13 @@ class TftpServer:
 
     # --- status ----------------------------------------------------------------
     def health(self) -> Health:
-        counters = dict(self.counters)
-        counters.update(dict.fromkeys(PLANE_COUNTERS, 0))
-        for plane_counters in ([self.plane.counters] if self.plane else []) + \
-                ([self.pool.counters()] if self.pool else []):
-            for key, value in plane_counters.items():
-                counters[key] = counters.get(key, 0) + value
+        counters = dict(self.counters, **dict.fromkeys(PLANE_COUNTERS, 0))
+        planes = [self.plane.counters] if self.plane else []
+        if self.pool:
+            planes.append(self.pool.counters())
+        for plane in planes:
+            for key, value in plane.items():
+                counters[key] += value
         counters["sessions_active"] = len(self.sessions)
         return Health(ok=bool(self.listeners), detail="" if self.listeners else "not listening",
                       counters=counters)
