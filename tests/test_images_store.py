@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -227,7 +228,6 @@ def test_rsync_progress_is_parsed(tmp_path):
 def test_pull_keeps_directory_times_exact_within_one_second(tmp_path):
     """rsync compares whole seconds by default: a directory whose source time
     falls in the second it is written keeps its write time (failed in CI)."""
-    import time
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "etc/si").mkdir(parents=True)
     (src / "etc/si/f").write_text("x\n")
