@@ -162,10 +162,14 @@ class Session:
             pass
 
     def begin(self) -> None:
+        self.connect()
+        self.run_here()
+
+    def run_here(self) -> None:
+        """Start sending and serve this session on its plane's loop (connect() done)."""
         plane = self.plane
         plane.sessions[self.fd_no] = self
         plane.epoll.register(self.fd_no, select.EPOLLIN)
-        self.connect()
         transfer = self.transfer
         transfer.start()
         if transfer.done:
@@ -250,7 +254,8 @@ class Session:
             return
         self.closed = True
         plane = self.plane
-        if plane.sessions.pop(self.fd_no, None) is not None:
+        if plane.sessions.get(self.fd_no) is self:       # not so for a session run in a child
+            del plane.sessions[self.fd_no]
             try:
                 plane.epoll.unregister(self.fd_no)
             except OSError:

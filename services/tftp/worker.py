@@ -20,17 +20,32 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
+import signal
 import socket
 import sys
 import time
 
 from .engine import FileSource, Limits, ReadTransfer
+from .forked import run_child
 from .plane import DataPlane, Session, raise_fd_limit
 
 log = logging.getLogger("si.tftp.worker")
 
 CONTROL_MESSAGE = 65536
+
+
+class Child:
+    """A transfer running in a forked process (forked.py), as its worker sees it."""
+
+    __slots__ = ("pid", "report_fd", "session", "pending", "end", "why")
+
+    def __init__(self, pid: int, report_fd: int, session: Session) -> None:
+        self.pid, self.report_fd, self.session = pid, report_fd, session
+        self.pending = b""
+        self.end: dict | None = None     # the child's last line: outcome and counters
+        self.why = ""                    # set when the appliance aborted it
 
 
 class Worker:
@@ -40,6 +55,9 @@ class Worker:
         self.plane = DataPlane("tftp-worker")
         self.plane.may_spin = False        # until the appliance says this is the only transfer
         self.sessions: dict[int, Session] = {}
+        self.children: dict[int, Child] = {}
+        # Read by every child: whether it is the only transfer (and so may spin).
+        self.spin = mmap.mmap(-1, 1)
         self.plane.watch(control.fileno(), self.on_control)
 
     def run(self) -> None:
@@ -71,10 +89,9 @@ class Worker:
                     self.start(message, handed)
                 elif message["t"] == "spin":
                     self.plane.may_spin = bool(message["on"])
+                    self.spin[0] = int(self.plane.may_spin)
                 elif message["t"] == "abort":
-                    session = self.sessions.get(message["sid"])
-                    if session is not None:
-                        session.abort(message["why"])
+                    self.abort(message["sid"], message["why"])
             except Exception:
                 log.exception("bad control message")
             for fd in fds:
@@ -100,10 +117,73 @@ class Worker:
             raise
         self.sessions[sid] = session
         try:
-            session.begin()
+            session.connect()
+            if not self.fork(sid, session):
+                session.run_here()
         except Exception:
             session.abort("internal error")      # closes both and reports the end
             raise
+
+    def fork(self, sid: int, session: Session) -> bool:
+        """Run the session in a child process of its own (see forked.py); False if none can start."""
+        report_r, report_w = os.pipe()
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.warning("cannot fork for a transfer (%s): it runs in the worker", exc)
+            os.close(report_r)
+            os.close(report_w)
+            return False
+        if pid == 0:
+            run_child(session.sock, session.fd, session.transfer, report_w, self.spin, parent)
+        os.close(report_w)
+        session.sock.close()                 # the child's now; the strangers socket stays here
+        os.close(session.fd)
+        session.fd = None
+        os.set_blocking(report_r, False)
+        child = self.children[sid] = Child(pid, report_r, session)
+        self.plane.watch(report_r, lambda: self.on_child(sid, child))
+        return True
+
+    def on_child(self, sid: int, child: Child) -> None:
+        try:
+            data = os.read(child.report_fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        if data:
+            child.pending += data
+            while b"\n" in child.pending:
+                line, _, child.pending = child.pending.partition(b"\n")
+                session = child.session
+                if line == b"m" and session.on_moving is not None:
+                    session.on_moving(session)
+                    session.on_moving = None
+                elif line.startswith(b"{"):
+                    child.end = json.loads(line)
+            return
+        # EOF: the child has exited (or died). Its transfer ends here, on the books.
+        self.plane.unwatch(child.report_fd)
+        os.close(child.report_fd)
+        self.children.pop(sid, None)
+        transfer = child.session.transfer
+        for name, value in (child.end or {}).items():
+            setattr(transfer, name, value)
+        transfer.abort(child.why or (child.end or {}).get("outcome") or "internal error")
+        child.session.close()
+
+    def abort(self, sid: int, why: str) -> None:
+        child = self.children.get(sid)
+        if child is not None:
+            child.why = why
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass                         # already gone: its EOF is on the way
+            return
+        session = self.sessions.get(sid)
+        if session is not None:
+            session.abort(why)
 
     def ended(self, sid: int, session: Session) -> None:
         self.sessions.pop(sid, None)
@@ -115,6 +195,7 @@ class Worker:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s[%(process)d] %(message)s")
     raise_fd_limit()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # transfer children reap themselves
     control = socket.socket(fileno=int(argv[0]))
     Worker(control).run()
     os._exit(0)                   # nothing left to flush; skip interpreter teardown
