@@ -211,3 +211,59 @@ def test_a_start_the_worker_cannot_run_is_reported_and_leaks_nothing(root):
     appliance.close()
     worker_end.close()
     worker.plane.stop()
+
+
+def test_each_transfer_runs_in_a_process_of_its_own(root):
+    """The worker forks a child per transfer (forked.py) and keeps none once they end."""
+    server = ServerThread(root, workers=1, limits=Limits(timeout=0.2, max_timeout=0.4, retries=2))
+    clients = [RawClient(server.port) for _ in range(2)]
+    try:
+        worker = live_workers(server)[0]
+        for c in clients:
+            c.rrq("big")
+            assert c.recv().block == 1          # held open: no ACK
+        assert len(children(worker.pid)) == 2
+        for c in clients:
+            c.close()
+        assert wait_for(lambda: server.counters["sessions_active"] == 0, 5)
+        assert wait_for(lambda: not children(worker.pid), 5), "a transfer's process outlived its transfer"
+    finally:
+        server.stop()
+
+
+def test_a_transfer_process_that_dies_is_counted_failed_and_its_worker_goes_on(root, tmp_path):
+    server = ServerThread(root, workers=1, limits=Limits(timeout=5.0))
+    c = RawClient(server.port)
+    try:
+        worker = live_workers(server)[0]
+        c.rrq("big")
+        assert c.recv().block == 1
+        (child,) = children(worker.pid)
+        os.kill(child, signal.SIGKILL)
+        assert wait_for(lambda: server.counters["sessions_failed"] == 1), "the lost transfer was not counted"
+        assert server.counters["sessions_active"] == 0 and live_workers(server) == [worker]
+        curl(server.port, "medium", tmp_path / "out")
+        assert sha(tmp_path / "out") == sha(root / "medium")
+    finally:
+        c.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_stream_of_duplicate_acks_does_not_postpone_the_retransmission(root, workers):
+    """The forked loop's timer is the socket's receive timeout: junk must not keep restarting it."""
+    server = ServerThread(root, workers=workers, limits=Limits(timeout=0.6, max_timeout=0.6, retries=5))
+    c = RawClient(server.port)
+    try:
+        c.rrq("big")
+        first = c.recv()
+        assert first.block == 1
+        sent_at, again = time.monotonic(), None
+        while again is None and time.monotonic() - sent_at < 3.0:
+            c.ack(0)                            # a duplicate: never answered
+            again = c.recv_or_none(0.15)
+        assert again is not None and again.block == 1, "no retransmission while duplicates kept coming"
+        assert time.monotonic() - sent_at < 1.2, "the retransmission came late"
+    finally:
+        c.close()
+        server.stop()

@@ -264,8 +264,8 @@ class ReadTransfer:
         want = (count - 1) * bs + tail
         got = self.source.read_many(payloads, (first - 1) * bs, want) if want else 0
         if got != want:
+            self._finish("file truncated")      # first: the send may raise (forked.py)
             self.send(encode_error(ERR_UNDEFINED, "file changed while being sent"))
-            self._finish("file truncated")
             return False
         pack = _HEADER.pack_into
         for i in range(count):

@@ -31,7 +31,7 @@ DEATH_WINDOW = 60.0
 
 
 def default_workers() -> int:
-    """One per core, at most four (measured: lock-step TFTP is about one core per worker)."""
+    """One per core, at most four: each forks the transfers it is given and keeps their books."""
     return max(1, min(4, os.cpu_count() or 1))
 
 

@@ -4,9 +4,12 @@ Why processes: one Python thread serves about one core's worth of lock-step
 ACKs, and threads share the GIL (two data-plane threads were measured to gain
 nothing). The appliance answers requests, resolves and opens files on its
 asyncio side, then passes the open file and the session's socket to a worker
-over a Unix socket (SCM_RIGHTS). The worker runs the same DataPlane loop as
-the in-process thread and tells the appliance when the client has
-acknowledged data and when the session ends.
+over a Unix socket (SCM_RIGHTS). The worker connects the session's socket,
+forks a process that runs the transfer (forked.py: why a process each), and
+keeps the books: the strangers socket on the session's port, the child's
+reports, the counters. It tells the appliance when the client has
+acknowledged data and when the session ends. If it cannot fork, it runs the
+transfer on its own DataPlane loop, as the in-process thread does.
 
 Messages (SOCK_SEQPACKET, one JSON object each; see pool.py for the other end):
   in:  {"t": "start", "sid", "peer", "size", "options", "limits"} with fds [socket, file]
