@@ -320,3 +320,85 @@ def test_windows_go_as_trains_or_one_by_one(accept, size):
     assert wire.trains == t.trains
     if not accept and size >= 1024:
         assert t.send_train is None, "after a refusal the engine stops asking"
+
+
+class Client:
+    """For the lock-step pump: recv_into answers with the ACK of the last DATA sent, or a script."""
+
+    def __init__(self, wire: Wire, script=()):
+        self.wire, self.script, self.got, self.calls = wire, list(script), bytearray(), 0
+
+    def __call__(self, buf: bytearray) -> int:
+        self.calls += 1
+        if self.script:
+            step = self.script.pop(0)
+            if isinstance(step, BaseException):
+                raise step
+            buf[:len(step)] = step
+            return len(step)
+        packets = [p for p in self.wire.take() if isinstance(p, P.Data)]
+        assert packets, "the pump waited for an ACK of nothing"
+        for pkt in packets:
+            self.got += pkt.payload
+        buf[:4] = ack(packets[-1].block)
+        return 4
+
+
+def pump_client(t: ReadTransfer, wire: Wire, client: Client, clock=lambda: 5.0) -> int:
+    """Drive a transfer as forked.serve does; returns how many datagrams the general path took."""
+    buf = bytearray(100)
+    general = 0
+    while not t.done:
+        if t.lockstep():
+            try:
+                n = t.run_lockstep(client, buf, clock)
+            except BlockingIOError:
+                t.on_timer(clock())
+                continue
+        else:
+            n = client(buf)
+        general += 1
+        t.handle(bytes(buf[:n]), clock())
+    return general
+
+
+def test_the_lockstep_pump_sends_what_the_general_path_does_past_65535_blocks():
+    data = hashlib.sha256(b"pump").digest() * (70000 * 8 // 32 + 1)
+    data = data[:70000 * 8 + 5]
+    t, wire = start(data, {"blksize": "8"})
+    client = Client(wire, [ack(0)])                        # the OACK's
+    general = pump_client(t, wire, client)
+    assert bytes(client.got) == data and t.outcome == "complete"
+    assert t.data_sent == 70001 and t.bytes_sent == len(data) and t.retransmits == 0
+    assert general < 70001 // 60, "the pump left the blocks to the general path"
+
+
+def test_the_lockstep_pump_returns_the_first_datagram_that_is_not_the_awaited_ack():
+    data = bytes(range(256)) * 40
+    t, wire = start(data, {"blksize": "8"})
+    wire.take()                                            # the OACK
+    t.handle(ack(0), 0.0)
+    assert t.lockstep()
+    client = Client(wire)
+    buf = bytearray(100)
+    client.script = [ack(1), ack(2), ack(2)]               # two in order, then a duplicate
+    assert t.run_lockstep(client, buf, lambda: 7.0) == 4 and bytes(buf[:4]) == ack(2)
+    assert (t.base, t.next, t.data_sent, t.bytes_sent) == (3, 4, 3, 24)
+    assert t.deadline == 7.0 + t.interval
+    assert [p.block for p in wire.take()] == [1, 2, 3]
+    t.handle(bytes(buf[:4]), 7.0)
+    assert t.dup_acks == 1 and wire.take() == []           # never answered
+
+
+def test_a_timeout_in_the_lockstep_pump_makes_the_retransmission_due():
+    data = bytes(8 * 100)
+    t, wire = start(data, {"blksize": "8"})
+    t.handle(ack(0), 0.0)
+    client = Client(wire)
+    client.script = [ack(1), ack(2), BlockingIOError()]
+    with pytest.raises(BlockingIOError):
+        t.run_lockstep(client, bytearray(100), lambda: 3.0)
+    assert (t.base, t.next) == (3, 4)
+    wire.take()
+    t.on_timer(3.5)
+    assert [p.block for p in wire.take()] == [3] and t.retransmits == 1

@@ -6,7 +6,9 @@ injected `send` callable (which must consume the bytes before returning: the
 engine reuses its packet buffer, so the hot path allocates nothing per block)
 and reads the file through `source.read_many(views, offset, want)` (one
 os.preadv scattering a batch of up to BATCH_BLOCKS blocks into their packet
-slots). `deadline` says when the engine wants `on_timer` next.
+slots). `deadline` says when the engine wants `on_timer` next. A transfer
+with a process of its own may hand the lock-step steady state to
+`run_lockstep`, which also pulls the ACKs through an injected `recv_into`.
 
 Rules that make it robust (the TFTP part of the project's BAD-INPUTS list):
 - options are validated one by one; a bad value drops that option, never the
@@ -292,6 +294,57 @@ class ReadTransfer:
                 send(batch[j])
         self.data_sent += count
         self.bytes_sent += (count - 1) * self.blksize + len(batch[i + count - 1]) - 4
+
+    # --- the lock-step pump (forked.py) ---------------------------------------
+    def lockstep(self) -> bool:
+        """In the window-1 steady state: one block sent and awaited, nothing else pending."""
+        return self.window == 1 and not self.awaiting_oack_ack and not self.done and self.next == self.base + 1
+
+    def run_lockstep(self, recv_into: Callable[[bytearray], int], buf: bytearray,
+                     clock: Callable[[], float]) -> int:
+        """Take in-order ACKs and send the next block for each, from the batch read ahead.
+
+        For a transfer that has a process of its own and waits in recv (forked.py):
+        while the client acknowledges each block in turn, this loop is all the Python
+        that runs per block. Measured with 32 lock-step clients on 2 cores: ack() and
+        its helpers cost about 150 bytecodes per block, this loop about 30, and the
+        concurrent throughput went from 0.84 to over 1.0 of tftpd-hpa's.
+
+        Returns the length of the first datagram it does not take, left in `buf`
+        for ack()/handle(): anything but the awaited ACK, and the ACK of the batch's
+        last block (ack() reads the next batch). `recv_into` must wait at most the
+        current interval and raise BlockingIOError when it ran out: the deadline is
+        then due. Whatever recv_into or send raise is re-raised, the state in order.
+        """
+        send = self.send
+        first, batch = self._first, self._batch
+        start = k = self.base                            # k: the block sent and awaited
+        batch_last = first + self._count - 1
+        hi, lo = (k >> 8) & 255, k & 255
+        due = False
+        try:
+            while True:
+                n = recv_into(buf)
+                if n != 4 or buf[3] != lo or buf[2] != hi or buf[1] != 4 or buf[0] != 0 or k >= batch_last:
+                    return n
+                k += 1
+                send(batch[k - first])
+                hi, lo = (k >> 8) & 255, k & 255
+        except BlockingIOError:
+            due = True
+            raise
+        finally:
+            sent = k - start
+            if sent:
+                self.base, self.next = k, k + 1
+                self.data_sent += sent
+                tail = len(batch[k - first]) - 4            # short only for the file's final block
+                self.bytes_sent += (sent - 1) * self.blksize + tail
+                self.retries = 0
+                self.interval = self.timeout
+                self.deadline = clock() + self.interval   # late by less than the time since the ACK
+            if due:
+                self.deadline = float("-inf")
 
     def abort(self, outcome: str) -> None:
         """End the transfer from outside (server shutdown, a newer request from the same port)."""

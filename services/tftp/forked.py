@@ -15,6 +15,11 @@ pipe. The worker keeps the strangers socket (ERROR 5) and the books. The
 child writes one line "m" when the client has acknowledged data (a repeated
 request is then a new one) and one JSON line with the transfer's outcome and
 counters when it ends, then exits. SIGTERM aborts it.
+
+Per block the Python must be little, or it costs more than the kernel's work:
+while the client acknowledges each block in turn, the engine's run_lockstep
+loop sends the next (about 30 bytecodes a block); everything else goes
+through the engine's general ack() and handle().
 """
 from __future__ import annotations
 
@@ -112,6 +117,7 @@ def serve(sock: socket.socket, transfer: ReadTransfer, moving, spin) -> None:
     timeout = _set_timeout(sock, transfer.interval)
     low, high = timeout - TIMEOUT_SLACK, timeout + TIMEOUT_SLACK
     now = clock()
+    steady = False               # the last datagram was the awaited ACK: the timer is whole
     try:
         transfer.start()
     except ConnectionRefusedError:
@@ -119,12 +125,18 @@ def serve(sock: socket.socket, transfer: ReadTransfer, moving, spin) -> None:
     except OSError:
         pass
     while not transfer.done:
+        base = transfer.base
         try:
-            n = _spin(recv, buf, clock) if spin[0] else recv(buf)
+            if steady and moving is None and not spin[0] and transfer.lockstep():
+                n = transfer.run_lockstep(recv, buf, clock)
+            elif spin[0]:
+                n = _spin(recv, buf, clock)
+            else:
+                n = recv(buf)
             now = clock()
             if n == 4 and buf[1] == 4 and buf[0] == 0:     # an ACK: skip the general decoder
                 ack((buf[2] << 8) | buf[3], now)
-            else:
+            elif n:
                 transfer.handle(view[:n], now)
         except BlockingIOError:                        # SO_RCVTIMEO ran out
             now = clock()
@@ -134,6 +146,7 @@ def serve(sock: socket.socket, transfer: ReadTransfer, moving, spin) -> None:
             return
         except OSError:
             now = clock()
+        steady = transfer.base != base and low < transfer.deadline - now < high
         if moving is not None and transfer.base > 1:
             moving()
             moving = None

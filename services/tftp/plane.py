@@ -135,7 +135,10 @@ class Session:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             strangers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             strangers.setblocking(False)
-            strangers.bind(sock.getsockname())
+            # On the wildcard address: the kernel's early demultiplexing looks only at the
+            # first socket bound to the session's own address and port, and a socket bound
+            # later goes first. There it would cost every ACK a route and socket lookup.
+            strangers.bind(("0.0.0.0", sock.getsockname()[1]))
             sock.connect(self.peer)
         except OSError as exc:
             log.debug("session for %s stays unconnected: %s", self.peer, exc)
