@@ -267,3 +267,43 @@ def test_a_stream_of_duplicate_acks_does_not_postpone_the_retransmission(root, w
     finally:
         c.close()
         server.stop()
+
+
+def test_past_its_process_cap_a_worker_runs_transfers_on_its_own_loop(root, monkeypatch):
+    """In process, over a socketpair: one transfer gets a process, the next one the epoll loop."""
+    import json
+    import socket
+
+    from services.tftp import worker as worker_module
+    monkeypatch.setattr(worker_module, "MAX_CHILDREN", 1)
+    appliance, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    worker = worker_module.Worker(worker_end)
+    clients = []
+    try:
+        for sid in (1, 2):
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            client.bind(("127.0.0.1", 0))
+            client.settimeout(5)
+            clients.append(client)
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            fd = os.open(root / "medium", os.O_RDONLY)
+            socket.send_fds(appliance, [json.dumps({
+                "t": "start", "sid": sid, "peer": list(client.getsockname()), "size": 1_000_003,
+                "options": {}, "limits": {"timeout": 5.0}}).encode()], [udp.fileno(), fd])
+            udp.close()
+            os.close(fd)
+            worker.on_control()
+            data = P.decode(client.recv(2048))
+            assert isinstance(data, P.Data) and data.block == 1
+        assert list(worker.children) == [1]
+        assert [s for s in worker.plane.sessions.values()] == [worker.sessions[2]]
+    finally:
+        for sid, child in list(worker.children.items()):
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitpid(child.pid, 0)
+        for client in clients:
+            client.close()
+        appliance.close()
+        worker_end.close()
+        worker.plane.stop()
