@@ -40,7 +40,10 @@ MIN_BLKSIZE = 8          # RFC 2348
 MAX_BLKSIZE = 65464      # RFC 2348
 MAX_DIGITS = 10          # longer numbers are refused before int() sees them
 WINDOW_BUFFER = 256 * 1024   # per-session packet buffer cap (window x blksize can be 4 MB)
-BATCH_BLOCKS = 64            # blocks read ahead with one preadv (capped by WINDOW_BUFFER)
+# Blocks read ahead with one preadv, capped by WINDOW_BUFFER (178 at blksize 1468):
+# measured with 32 lock-step clients, 178 rather than 64 gave 2% more throughput,
+# the general path between two batches running a third as often.
+BATCH_BLOCKS = 256
 _HEADER = struct.Struct("!HH")
 
 
