@@ -175,9 +175,13 @@ class Worker:
         os.close(child.report_fd)
         self.children.pop(sid, None)
         transfer = child.session.transfer
-        for name, value in (child.end or {}).items():
+        end = child.end or {}
+        for name, value in end.items():
             setattr(transfer, name, value)
-        transfer.abort(child.why or (child.end or {}).get("outcome") or "internal error")
+        outcome = end.get("outcome")
+        if outcome in (None, "aborted"):      # killed, or ended by our SIGTERM: say why
+            outcome = child.why or "internal error"
+        transfer.abort(outcome)
         child.session.close()
 
     def abort(self, sid: int, why: str) -> None:
