@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import mmap
 import os
 import signal
 import socket
@@ -75,7 +76,7 @@ def _set_timeout(sock: socket.socket, seconds: float) -> float:
     return seconds
 
 
-def run_child(sock: socket.socket, file_fd: int, transfer: ReadTransfer, report_fd: int, spin: memoryview,
+def run_child(sock: socket.socket, file_fd: int, transfer: ReadTransfer, report_fd: int, spin: mmap.mmap,
               parent: int) -> None:
     """In the forked child: run the transfer to its end, report, exit. Never returns."""
     status = 1
@@ -98,13 +99,15 @@ def run_child(sock: socket.socket, file_fd: int, transfer: ReadTransfer, report_
         os._exit(status)
 
 
-def serve(sock: socket.socket, transfer: ReadTransfer, moving, spin) -> None:
+def serve(sock: socket.socket, transfer: ReadTransfer, moving, spin: mmap.mmap) -> None:
     """Blocking loop: recv with SO_RCVTIMEO as the retransmit timer.
 
     `spin[0]` is set by the worker while this is the only transfer: then wait
     for the next ACK spinning up to SPIN_SECONDS before sleeping, as the epoll
     plane does for a lone session. `moving()` is called once, when the client
-    has acknowledged data.
+    has acknowledged data. In the steady state (the last datagram was the
+    awaited ACK, the timer is whole, no spinning) the engine's run_lockstep
+    takes the ACKs until something else arrives.
     """
     buf = bytearray(RECV_SIZE)
     view = memoryview(buf)
@@ -136,7 +139,7 @@ def serve(sock: socket.socket, transfer: ReadTransfer, moving, spin) -> None:
             now = clock()
             if n == 4 and buf[1] == 4 and buf[0] == 0:     # an ACK: skip the general decoder
                 ack((buf[2] << 8) | buf[3], now)
-            elif n:
+            else:
                 transfer.handle(view[:n], now)
         except BlockingIOError:                        # SO_RCVTIMEO ran out
             now = clock()
