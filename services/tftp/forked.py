@@ -33,12 +33,12 @@ import struct
 import time
 
 from .engine import ReadTransfer
+from .plane import RECV_SIZE, SPIN_SECONDS
 
-RECV_SIZE = 65536
-SPIN_SECONDS = 200e-6        # as the epoll plane's lone session (see Session.on_readable)
 TIMEOUT_SLACK = 0.01         # re-arm SO_RCVTIMEO only when it is off by more than this
 PR_SET_PDEATHSIG = 1
-END_FIELDS = ("outcome", "data_sent", "retransmits", "dup_acks", "stray", "bytes_sent", "trains", "base")
+# What the worker's Session.close() books, read from the child's transfer at its end.
+END_FIELDS = ("outcome", "data_sent", "retransmits", "dup_acks", "stray", "bytes_sent", "trains")
 
 
 class Aborted(Exception):
