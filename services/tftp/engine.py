@@ -8,7 +8,8 @@ and reads the file through `source.read_many(views, offset, want)` (one
 os.preadv scattering a batch of up to BATCH_BLOCKS blocks into their packet
 slots). `deadline` says when the engine wants `on_timer` next. A transfer
 with a process of its own may hand the lock-step steady state to
-`run_lockstep`, which also pulls the ACKs through an injected `recv_into`.
+`run_lockstep`, which also pulls the ACKs through an injected `recv_into`, or
+to `run_compiled`, the same loop compiled (lockstep.c) behind an injected pump.
 
 Rules that make it robust (the TFTP part of the project's BAD-INPUTS list):
 - options are validated one by one; a bad value drops that option, never the
@@ -28,6 +29,7 @@ Rules that make it robust (the TFTP part of the project's BAD-INPUTS list):
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from dataclasses import dataclass, field
@@ -101,6 +103,14 @@ def negotiate(options: dict[str, str], size: int, limits: Limits = Limits()) -> 
         windowsize = min(value, limits.max_window)
         reply["windowsize"] = str(windowsize)
     return Negotiated(blksize, windowsize, timeout, reply)
+
+
+class CompiledPump(Protocol):
+    """The lock-step loop in compiled code, bound to a socket (native.Pump)."""
+    sent: int          # packets sent by the last call
+
+    def __call__(self, packets: bytearray, slot: int, count: int, tail: int, index: int,
+                 block: int) -> int: ...
 
 
 class ReadTransfer:
@@ -307,11 +317,12 @@ class ReadTransfer:
                      clock: Callable[[], float]) -> int:
         """Take in-order ACKs and send the next block for each, from the batch read ahead.
 
-        For a transfer that has a process of its own and waits in recv (forked.py):
-        while the client acknowledges each block in turn, this loop is all the Python
-        that runs per block. Measured with 32 lock-step clients on 2 cores: ack() and
-        its helpers cost about 150 bytecodes per block, this loop about 30, and the
-        concurrent throughput went from 0.84 of tftpd-hpa's to 0.96-1.0.
+        For a transfer that has a process of its own and waits in recv (forked.py),
+        when the compiled loop (run_compiled) is not built: while the client
+        acknowledges each block in turn, this loop is all the Python that runs per
+        block. Measured with 32 lock-step clients on 2 cores: ack() and its helpers
+        cost about 150 bytecodes per block, this loop about 30, and the concurrent
+        throughput went from 0.84 of tftpd-hpa's to 0.96-1.0.
 
         Returns the length of the first datagram it does not take, left in `buf`
         for ack()/handle(): anything but the awaited ACK, and the ACK of the batch's
@@ -337,17 +348,43 @@ class ReadTransfer:
             due = True
             raise
         finally:
-            sent = k - start
-            if sent:
-                self.base, self.next = k, k + 1
-                self.data_sent += sent
-                tail = len(batch[k - first]) - 4            # short only for the file's final block
-                self.bytes_sent += (sent - 1) * self.blksize + tail
-                self.retries = 0
-                self.interval = self.timeout
-                self.deadline = clock() + self.interval   # late by less than the time since the ACK
+            self._pumped(k - start, clock)
             if due:
                 self.deadline = float("-inf")
+
+    def run_compiled(self, pump: CompiledPump, clock: Callable[[], float]) -> int:
+        """run_lockstep with the loop in compiled code (native.Pump, lockstep.c).
+
+        The pump moves the packets and returns the length of the datagram it left,
+        or -errno; BlockingIOError (the deadline is then due) and the other
+        OSErrors are raised here. What it sent is booked even when a signal
+        handler raises right after it returns (SIGTERM in a transfer process).
+        """
+        count = self._count
+        n = 0
+        try:
+            n = pump(self._buf, self._slot, count, len(self._batch[count - 1]),
+                     self.base - self._first, self.base & 0xFFFF)
+        finally:
+            self._pumped(pump.sent, clock)
+        if n < 0:
+            if n == -errno.EAGAIN:                       # SO_RCVTIMEO ran out
+                self.deadline = float("-inf")
+            raise OSError(-n, os.strerror(-n))          # BlockingIOError for EAGAIN
+        return n
+
+    def _pumped(self, sent: int, clock: Callable[[], float]) -> None:
+        """Book `sent` blocks the pump sent, each for the ACK of the one before."""
+        if not sent:
+            return
+        k = self.base + sent
+        self.base, self.next = k, k + 1
+        self.data_sent += sent
+        tail = len(self._batch[k - self._first]) - 4      # short only for the file's final block
+        self.bytes_sent += (sent - 1) * self.blksize + tail
+        self.retries = 0
+        self.interval = self.timeout
+        self.deadline = clock() + self.interval   # late by less than the time since the ACK
 
     def abort(self, outcome: str) -> None:
         """End the transfer from outside (server shutdown, a newer request from the same port)."""
