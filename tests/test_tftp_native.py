@@ -201,3 +201,14 @@ def test_a_transfer_process_loop_moves_70001_blocks_the_same_either_way(pair, mo
     assert (t.data_sent, t.bytes_sent, t.retransmits, t.dup_acks, t.stray) == (70001, len(data), 0, 0, 0)
     assert sum(pumped) > 70001 - 70001 // 100, f"the {loop} loop sent only {sum(pumped)} blocks"
 
+
+
+def test_status_says_when_transfer_processes_run_the_loop_in_python(tmp_path, monkeypatch):
+    from tftp_helpers import ServerThread
+    server = ServerThread(tmp_path, workers=1)
+    try:
+        assert server.server.health().detail == ""
+        monkeypatch.setattr(native, "available", lambda: (False, "_lockstep.so is not built"))
+        assert server.server.health().detail == "lock-step loop in Python: _lockstep.so is not built"
+    finally:
+        server.stop()

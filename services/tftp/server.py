@@ -30,6 +30,7 @@ from typing import Callable
 from appliance.service import Endpoint, Health, Service
 from services import safepath
 
+from . import native
 from .engine import BytesSource, FileSource, Limits, ReadTransfer, to_netascii
 from .packet import ERR_ACCESS, ERR_ILLEGAL_OP, ERR_NOT_FOUND, ERR_UNDEFINED, WRQ, PacketError, Request, decode, \
     encode_error
@@ -81,6 +82,9 @@ class TftpServer:
         try:
             if self.workers:
                 self.pool = WorkerPool(self.workers, self.limits, self._remote_ended)
+                compiled, why_not = native.available()
+                if not compiled:
+                    log.warning("transfer processes run the lock-step loop in Python: %s", why_not)
             for address in self.addresses:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -298,8 +302,10 @@ class TftpServer:
             for key, value in plane.items():
                 counters[key] += value
         counters["sessions_active"] = len(self.sessions)
-        return Health(ok=bool(self.listeners), detail="" if self.listeners else "not listening",
-                      counters=counters)
+        detail = "" if self.listeners else "not listening"
+        if self.listeners and self.pool is not None and not native.available()[0]:
+            detail = f"lock-step loop in Python: {native.available()[1]}"
+        return Health(ok=bool(self.listeners), detail=detail, counters=counters)
 
 
 class TftpService(Service):
