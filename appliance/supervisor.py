@@ -173,5 +173,7 @@ def status_rows(status: dict) -> list[tuple[str, str, str, str]]:
     rows = []
     for s in status["services"]:
         state = "up" if s["ok"] else ("degraded" if s["up"] else "down")
-        rows.append((s["name"], state, " ".join(s["endpoints"]) or "-", s["serves"] or s["detail"] or ""))
+        # What it serves, then what is wrong or worth knowing (an error, a slower fallback).
+        notes = "; ".join(text for text in (s["serves"], s["detail"]) if text)
+        rows.append((s["name"], state, " ".join(s["endpoints"]) or "-", notes))
     return rows

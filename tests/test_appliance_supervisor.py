@@ -120,3 +120,15 @@ def test_build_services_honours_the_enabled_set(tmp_path):
     assert names == ["http"]
     ctx.config = ctx.config.with_overrides(services=frozenset())
     assert sup.build_services(ctx, {"http": "appliance.http:HttpService"}) == []
+
+
+def test_status_rows_show_a_running_services_detail_after_what_it_serves():
+    status = {"services": [
+        {"name": "tftp", "ok": True, "up": True, "endpoints": ["udp 10.0.0.1:69"], "serves": "pxelinux",
+         "detail": "lock-step loop in Python: _lockstep.so is not built"},
+        {"name": "dns", "ok": False, "up": False, "endpoints": [], "serves": "", "detail": "bind failed"},
+    ]}
+    assert sup.status_rows(status) == [
+        ("tftp", "up", "udp 10.0.0.1:69", "pxelinux; lock-step loop in Python: _lockstep.so is not built"),
+        ("dns", "down", "-", "bind failed"),
+    ]
