@@ -1,8 +1,9 @@
 """The compiled lock-step pump (lockstep.c), loaded with ctypes.
 
 setup.sh builds _lockstep.so next to this file. Without it, transfer processes
-run the engine's run_lockstep, the same loop in Python (measured about 5%
-slower with 32 lock-step clients on 2 cores); `available()` says which.
+run the engine's run_lockstep, the same loop in Python (with 32 lock-step
+clients on 2 cores: 0.91-1.0 of tftpd-hpa's throughput, against 1.08-1.17
+compiled); `available()` says which.
 """
 from __future__ import annotations
 
