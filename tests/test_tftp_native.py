@@ -92,13 +92,20 @@ def test_the_compiled_loop_leaves_the_batch_end_to_the_engine(pair):
     assert t.base == batch and received(client) == list(range(2, batch + 1))
 
 
-def test_a_timeout_in_the_compiled_loop_makes_the_retransmission_due(pair):
-    server, client = pair
+def two_acks_then_silence(server: socket.socket, client: socket.socket, timeout: float) -> ReadTransfer:
+    """A transfer in lock-step whose loop will find the ACKs of blocks 1 and 2, then
+    nothing for `timeout` seconds (its SO_RCVTIMEO)."""
     t = started(server, bytes(BLKSIZE * 100))
     received(client)
-    forked._set_timeout(server, 0.05)
+    forked._set_timeout(server, timeout)
     client.send(ack(1))
     client.send(ack(2))
+    return t
+
+
+def test_a_timeout_in_the_compiled_loop_makes_the_retransmission_due(pair):
+    server, client = pair
+    t = two_acks_then_silence(server, client, 0.05)
     with pytest.raises(BlockingIOError):
         t.run_compiled(native.Pump(server.fileno(), bytearray(100)), lambda: 3.0)
     assert (t.base, t.next) == (3, 4)
@@ -115,11 +122,7 @@ def test_a_signal_ends_the_compiled_loop_with_what_it_sent_booked(pair):
     """SIGTERM aborts a transfer process while it waits in the loop's recv: the
     handler's exception comes out, and the blocks sent before it are booked."""
     server, client = pair
-    t = started(server, bytes(BLKSIZE * 100))
-    received(client)
-    forked._set_timeout(server, 5.0)
-    client.send(ack(1))
-    client.send(ack(2))
+    t = two_acks_then_silence(server, client, 5.0)
 
     def alarm(_signum, _frame):
         raise Alarm
@@ -176,11 +179,9 @@ def test_a_transfer_process_loop_moves_70001_blocks_the_same_either_way(pair, mo
         monkeypatch.setattr(ReadTransfer, "run_lockstep", counted)
     else:
         class Counted(native.Pump):
-            def __call__(self, *args):
-                try:
-                    return super().__call__(*args)
-                finally:
-                    pumped.append(self.sent)
+            def take_sent(self):
+                pumped.append(super().take_sent())
+                return pumped[-1]
         monkeypatch.setattr(native, "Pump", Counted)
     t = ReadTransfer(BytesSource(data), server.send, {"blksize": str(BLKSIZE)}, now=time.monotonic(),
                      limits=Limits(timeout=2.0, max_timeout=4.0, retries=3))

@@ -107,7 +107,7 @@ def negotiate(options: dict[str, str], size: int, limits: Limits = Limits()) -> 
 
 class CompiledPump(Protocol):
     """The lock-step loop in compiled code, bound to a socket (native.Pump)."""
-    sent: int          # packets sent by the last call
+    def take_sent(self) -> int: ...     # packets sent since the last take
 
     def __call__(self, packets: bytearray, slot: int, count: int, tail: int, index: int,
                  block: int) -> int: ...
@@ -361,12 +361,11 @@ class ReadTransfer:
         handler raises right after it returns (SIGTERM in a transfer process).
         """
         count = self._count
-        n = 0
         try:
             n = pump(self._buf, self._slot, count, len(self._batch[count - 1]),
                      self.base - self._first, self.base & 0xFFFF)
         finally:
-            self._pumped(pump.sent, clock)
+            self._pumped(pump.take_sent(), clock)
         if n < 0:
             if n == -errno.EAGAIN:                       # SO_RCVTIMEO ran out
                 self.deadline = float("-inf")

@@ -19,12 +19,11 @@
  * index:  the packet sent and awaited; block: its 16-bit block number.
  * Returns the length of the datagram left in buf, or -errno when recv or send failed
  * (-EAGAIN: SO_RCVTIMEO ran out, the timer is due; -EINTR: a signal, SIGTERM aborts).
- * *sent counts the packets sent; one whose send failed counts, as in the Python pump:
- * the timer resends it. */
+ * Each packet sent is added to *sent (the caller takes and zeroes it); one whose send
+ * failed counts, as in the Python pump: the timer resends it. */
 long si_tftp_lockstep(int fd, const unsigned char *batch, long slot, long count, long tail,
                       long index, unsigned int block, unsigned char *buf, long size, long *sent)
 {
-    *sent = 0;
     for (;;) {
         ssize_t n = recv(fd, buf, (size_t)size, 0);
         if (n < 0)

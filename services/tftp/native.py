@@ -57,19 +57,14 @@ class Pump:
         self._recv = (ctypes.c_char * len(buf)).from_buffer(buf)   # pins buf while in use
         self._recv_size = len(buf)
         self._sent = ctypes.c_long()
-        self._packets_of: bytearray | None = None
-        self._packets = None
 
-    @property
-    def sent(self) -> int:
-        """Packets sent by the last call, also when a signal handler raised after it."""
-        return self._sent.value
+    def take_sent(self) -> int:
+        """Packets sent since the last take, also when a signal handler raised as the
+        loop returned (the call's result is then lost, this count is not)."""
+        sent, self._sent.value = self._sent.value, 0
+        return sent
 
     def __call__(self, packets: bytearray, slot: int, count: int, tail: int, index: int,
                  block: int) -> int:
-        if packets is not self._packets_of:
-            self._packets = (ctypes.c_char * len(packets)).from_buffer(packets)
-            self._packets_of = packets
-        self._sent.value = 0
-        return _function(self._fd, self._packets, slot, count, tail, index, block,
-                         self._recv, self._recv_size, ctypes.byref(self._sent))
+        return _function(self._fd, (ctypes.c_char * len(packets)).from_buffer(packets), slot, count,
+                         tail, index, block, self._recv, self._recv_size, ctypes.byref(self._sent))
