@@ -303,8 +303,9 @@ class TftpServer:
                 counters[key] += value
         counters["sessions_active"] = len(self.sessions)
         detail = "" if self.listeners else "not listening"
-        if self.listeners and self.pool is not None and not native.available()[0]:
-            detail = f"lock-step loop in Python: {native.available()[1]}"
+        compiled, why_not = native.available()
+        if self.listeners and self.pool is not None and not compiled:
+            detail = f"lock-step loop in Python: {why_not}"
         return Health(ok=bool(self.listeners), detail=detail, counters=counters)
 
 
