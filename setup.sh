@@ -1,25 +1,51 @@
 #!/usr/bin/env bash
 # Set up this machine for the SystemImager appliance and run the lab demo.
-#   ./setup.sh                 install everything, then run the lab demo (needs root)
-#   ./setup.sh --install-only  install everything, run nothing
-# Idempotent: a second run only checks. Debian 12 (bookworm) or newer.
+#   ./setup.sh                   lab profile: everything, then run the lab demo (needs root)
+#   ./setup.sh --install-only    lab profile, run nothing: what the tests need
+#   ./setup.sh --appliance       appliance profile only: what `si up` and the si commands need at
+#                                run time (a real install server, the Vagrantfile), no QEMU or peers
+#   ./setup.sh --print-packages appliance|lab   list a profile's Debian packages and exit
+# Idempotent: a second run only checks. Debian 12 (bookworm) or 13 (trixie).
+# Which package provides each program the code runs: services/debian_packages.py
+# (tests/test_debian_packages.py checks that these lists cover it).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(
-  # the appliance and its tools
-  python3 python3-venv iproute2 curl util-linux kmod
+APPLIANCE_PACKAGES=(
+  python3 python3-venv iproute2 curl util-linux mount kmod zstd
   gcc libc6-dev   # the TFTP lock-step loop in C (services/tftp/lockstep.c)
-  rsync busybox-static fdisk dosfstools e2fsprogs xfsprogs acl xorriso mtools
-  pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin grub-pc-bin grub-common
-  # the lab: QEMU machines with PXE firmware
-  qemu-system-x86 qemu-utils ipxe-qemu ovmf
+  rsync openssh-client
+  # the boot image (si mkbootimage) and boot media (si mkautoinstallcd)
+  busybox-static fdisk dosfstools e2fsprogs xfsprogs acl xorriso mtools
+  # the boot root (si mkbootserver): loaders from Debian's packages
+  pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin grub-efi-amd64-signed grub-pc-bin
+  grub-common grub2-common
+)
+LAB_PACKAGES=(
+  # QEMU machines with PXE firmware
+  qemu-system-x86 qemu-utils ipxe-qemu ovmf procps
   # the lab's fuller Debian golden client (vm-tests/test_e2e_debian.py)
-  debootstrap zstd
+  debootstrap
   # peers and clients the tests and benchmarks measure against
   tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server bind9-dnsutils
-  libwrap0 chromium openssh-server openssh-client
+  libwrap0 chromium openssh-server
 )
+
+profile=lab run_demo=1
+case "${1:-}" in
+  --install-only) run_demo=0; shift ;;
+  --appliance) profile=appliance run_demo=0; shift ;;
+  --print-packages)
+    case "${2:-}" in
+      appliance) echo "${APPLIANCE_PACKAGES[@]}" ;;
+      lab) echo "${APPLIANCE_PACKAGES[@]}" "${LAB_PACKAGES[@]}" ;;
+      *) echo "setup.sh: --print-packages appliance|lab" >&2; exit 2 ;;
+    esac
+    exit 0 ;;
+  -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+packages=("${APPLIANCE_PACKAGES[@]}")
+[ "$profile" = lab ] && packages+=("${LAB_PACKAGES[@]}")
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (it installs Debian packages and the lab builds network namespaces)" >&2
@@ -27,11 +53,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=()
-for pkg in "${DEBIAN_PACKAGES[@]}"; do
+for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "==> installing Debian packages: ${missing[*]}"
+  echo "==> installing Debian packages ($profile profile): ${missing[*]}"
   # Packages such as isc-dhcp-server and kea would start daemons on this
   # machine's own network: forbid service starts while installing.
   policy=/usr/sbin/policy-rc.d
@@ -41,7 +67,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+      >/tmp/si-setup-apt.log 2>&1; then
+    tail -n 20 /tmp/si-setup-apt.log >&2
+    echo "setup.sh: apt-get install failed (whole log: /tmp/si-setup-apt.log)" >&2
+    exit 1
+  fi
 fi
 # Installed daemons are only peers for tests and exports; never leave them serving.
 for svc in isc-dhcp-server kea-dhcp4-server; do
@@ -52,8 +83,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   python3 -m venv .venv
 fi
+extras=''
+[ "$profile" = lab ] && extras='[test]'
 echo "==> installing the appliance into .venv"
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
 # The TFTP transfer processes' per-block loop, compiled (without it they run the
 # same loop in Python, slower). Rebuilt whenever its source is newer.
 lockstep=services/tftp/_lockstep.so
@@ -62,8 +95,8 @@ if [ ! "$lockstep" -nt services/tftp/lockstep.c ]; then
   cc -O2 -Wall -Wextra -shared -fPIC -o "$lockstep" services/tftp/lockstep.c
 fi
 
-if [ "${1:-}" = "--install-only" ]; then
-  echo "==> installed: .venv/bin/si"
+if [ "$run_demo" = 0 ]; then
+  echo "==> installed ($profile profile): .venv/bin/si"
   exit 0
 fi
 echo "==> running the lab demo"

@@ -267,9 +267,10 @@ class Builder:
             else:
                 deb = self._fetch(f"linux-image-{kver}")
                 self.step(f"unpacking linux-image-{kver}")
-                debs.extract(deb, kroot)
-                kernel_file = kroot / "boot" / f"vmlinuz-{kver}"
-                moddir = kroot / "lib" / "modules" / kver
+                try:
+                    kernel_file, moddir = debs.unpack_kernel(deb, kroot, kver)
+                except debs.PackageError as exc:
+                    raise BuildError(str(exc)) from None
             self.step("choosing kernel modules")
             modules, builtin = self._add_modules(moddir, kver, tools)
             self._fetch_many([t.package for t in tools])

@@ -109,6 +109,22 @@ def extract(deb: Path, dest: Path) -> None:
     _run("dpkg-deb", "-x", str(deb), str(dest))
 
 
+def unpack_kernel(deb: Path, dest: Path, version: str) -> tuple[Path, Path]:
+    """Unpack a linux-image .deb: (its vmlinuz, its modules directory).
+
+    Debian 12 ships the modules under /lib/modules, Debian 13 under
+    /usr/lib/modules; a lib -> usr/lib link (as on a merged-/usr system) lets
+    `depmod -b dest` find them either way.
+    """
+    extract(deb, dest)
+    if not (dest / "lib").exists() and (dest / "usr" / "lib").is_dir():
+        (dest / "lib").symlink_to("usr/lib")
+    moddir = dest / "lib" / "modules" / version
+    if not moddir.is_dir():
+        raise PackageError(f"{deb.name} has no modules for {version} under /lib/modules or /usr/lib/modules")
+    return dest / "boot" / f"vmlinuz-{version}", moddir
+
+
 def depends(deb: Path) -> list[str]:
     """Package names a .deb depends on (first alternative of each, versions dropped)."""
     out = _run("dpkg-deb", "-f", str(deb), "Pre-Depends", "Depends")

@@ -50,9 +50,9 @@ def debian_modules_tree() -> Path:
     kver = debs.current_kernel_version()
     deb = debs.DebCache(debs.default_cache_dir()).fetch(f"linux-image-{kver}")
     dest = _tmpdir("linux-image")
-    debs.extract(deb, dest)
+    _, moddir = debs.unpack_kernel(deb, dest, kver)
     subprocess.run(["depmod", "-b", str(dest), kver], check=True, capture_output=True)
-    return dest / "lib" / "modules" / kver
+    return moddir
 
 
 def _tmpdir(name: str) -> Path:

@@ -31,32 +31,29 @@ from ipaddress import IPv4Address
 from appliance.bootconfig import boot_file, lay_out
 from appliance.config import Config, HttpConfig
 from appliance.lab.netns import Lab
+from appliance.lab.qemu import efi_virtio_rom, ipxe_lkrn
 from appliance.store import Store
 from appliance.store.records import Host
+from services.debian_packages import require
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER, PORT = "10.77.0.1", 8080
 INSTALL_MAC, UNKNOWN_MAC = "52:54:00:5e:00:02", "52:54:00:5e:00:99"
 PXELINUX_MAC = "52:54:00:5e:00:03"     # boots pxelinux.0 over TFTP instead of an iPXE script
-STAND_IN_KERNEL = Path("/boot/ipxe.lkrn")
 # Cursor moves SeaBIOS mirrors from the screen can land inside a line of text.
 TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[c78]")
 
 
-def _need(path: str, package: str) -> None:
-    assert Path(path).exists() or shutil.which(path), f"{path} is missing: apt-get install {package}"
-
-
 @pytest.fixture(scope="module")
 def lab_boot(tmp_path_factory):
-    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq-base"),
-                          ("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu"), (str(STAND_IN_KERNEL), "ipxe")):
-        _need(tool, package)
+    require("qemu-system-x86_64", "dnsmasq")
+    efi_virtio_rom()
+    stand_in_kernel = ipxe_lkrn()
     state = tmp_path_factory.mktemp("bootcfg-lab")
     boot = state / "tftpboot"
     lay_out(boot)
     (boot / "systemimager").mkdir()
-    shutil.copy(STAND_IN_KERNEL, boot / "systemimager/kernel")
+    shutil.copy(stand_in_kernel, boot / "systemimager/kernel")
     (boot / "systemimager/initrd.img").write_bytes(b"\0" * 4096)
     store = Store(state / "appliance.db")
     store.upsert_host(Host("www1", mac=INSTALL_MAC, image="web", console="ttyS0,115200n8"))

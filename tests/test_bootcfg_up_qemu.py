@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from appliance.lab.netns import Lab
+from appliance.lab.qemu import ipxe_lkrn
 from appliance.store import Store
 from appliance.store.records import Host
 
@@ -32,10 +33,9 @@ def test_si_up_boot_and_dns(tmp_path, loader):
     for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("dnsmasq", "dnsmasq-base"),
                           ("dig", "bind9-dnsutils")):
         assert shutil.which(tool), f"{tool} is missing: apt-get install {package}"
-    assert Path("/boot/ipxe.lkrn").is_file(), "/boot/ipxe.lkrn is missing: apt-get install ipxe"
     boot = tmp_path / "tftpboot"
     (boot / "systemimager").mkdir(parents=True)
-    shutil.copy("/boot/ipxe.lkrn", boot / "systemimager/kernel")
+    shutil.copy(ipxe_lkrn(), boot / "systemimager/kernel")
     (boot / "systemimager/initrd.img").write_bytes(b"\0" * 4096)
     store = Store(tmp_path / "appliance.db")
     store.upsert_host(Host("www3", mac=MAC, ip=HOST_IP, image="web", console="ttyS0,115200n8"))

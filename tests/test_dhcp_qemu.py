@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from appliance.lab.netns import Lab
+from appliance.lab.qemu import efi_virtio_rom, ovmf_code
 from dhcp_lab import Appliance
 
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")
 
 
 def boot_until_filename(tmp_path: Path, machine: list[str], dhcp: dict | None = None,
@@ -68,11 +68,8 @@ def test_qemu_ipxe_rom_gets_address_and_script(tmp_path, firmware):
     if firmware == "bios":
         machine = ["-boot", "n", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]
     else:
-        if not OVMF_CODE.exists():
-            pytest.fail(f"{OVMF_CODE} (package ovmf) is needed for the UEFI case")
-        machine = ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                   "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,"
-                              "romfile=/usr/lib/ipxe/qemu/efi-virtio.rom"]
+        machine = ["-drive", f"if=pflash,format=raw,readonly=on,file={ovmf_code()}",
+                   "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile={efi_virtio_rom()}"]
     text, appliance = boot_until_filename(tmp_path, machine)
     assert "Filename: http://10.77.0.1:8080/boot/ipxe/01-52-54-00-12-34-56.ipxe" in text, text[-2000:]
     assert re.search(r"net0: 10\.77\.0\.1\d\d/255\.255\.255\.0 gw 10\.77\.0\.1", text), text[-2000:]

@@ -203,16 +203,16 @@ def test_dig_interop(dns):
     assert dig, "dig is missing: apt-get install bind9-dnsutils"
     _, port, _ = dns
 
-    def run(*args):
+    def query(*args):
         return subprocess.run([dig, "@127.0.0.1", "-p", str(port), "+tries=1", "+time=2", *args],
                               capture_output=True, text=True, timeout=10).stdout
 
-    assert run("+short", "www1.cluster.test").strip() == "10.77.0.11"
-    assert run("+short", "-x", "10.77.0.11").strip() == "www1.cluster.test."
-    assert "status: NXDOMAIN" in run("nope.cluster.test")
-    assert "status: REFUSED" in run("example.com")
-    assert run("+short", "+tcp", "www1.cluster.test").strip() == "10.77.0.11"
-    assert "cluster.test." in run("+short", "cluster.test", "SOA")
+    assert query("+short", "www1.cluster.test").strip() == "10.77.0.11"
+    assert query("+short", "-x", "10.77.0.11").strip() == "www1.cluster.test."
+    assert "status: NXDOMAIN" in query("nope.cluster.test")
+    assert "status: REFUSED" in query("example.com")
+    assert query("+short", "+tcp", "www1.cluster.test").strip() == "10.77.0.11"
+    assert "cluster.test." in query("+short", "cluster.test", "SOA")
 
 
 def test_registered_with_the_supervisor(tmp_path):

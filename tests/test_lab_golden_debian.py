@@ -31,8 +31,8 @@ def test_the_cache_is_named_by_the_recipe(monkeypatch, tmp_path):
 
 def test_a_missing_tool_is_named_with_its_debian_package(monkeypatch):
     real = shutil.which
-    monkeypatch.setattr(shutil, "which", lambda name: None if name == "debootstrap" else real(name))
-    with pytest.raises(RuntimeError, match=r"debootstrap \(Debian package debootstrap\)"):
+    monkeypatch.setattr(shutil, "which", lambda name, **kw: None if name == "debootstrap" else real(name, **kw))
+    with pytest.raises(RuntimeError, match=r"debootstrap not found: install the Debian package\(s\) debootstrap"):
         golden_debian.require_tools()
 
 

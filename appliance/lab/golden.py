@@ -22,13 +22,15 @@ from bootimages import debs
 from bootimages.cpio import CpioWriter
 from bootimages.modules import ModuleIndex, load_bytes
 
+from services.debian_packages import program_path
+
 from .loopdev import loop_device, partition
+from .netns import run_checked
 
 FILES = Path(__file__).with_name("golden_files")
 MODULES = ("crc32c_generic", "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "ahci", "sd_mod",
            "ext4", "af_packet", "e1000")
-GRUB_BINARIES = ("/usr/sbin/grub-install", "/usr/sbin/grub-probe", "/usr/bin/grub-editenv",
-                 "/usr/bin/grub-mkimage", "/usr/bin/grub-mkrelpath")
+GRUB_BINARIES = ("grub-install", "grub-probe", "grub-editenv", "grub-mkimage", "grub-mkrelpath")
 GRUB_DIRS = ("/usr/lib/grub/i386-pc", "/usr/lib/grub/x86_64-efi")
 DISK_LAYOUT = """label: gpt
 size=1MiB, type=21686148-6449-6E6F-744E-656564454649, name=biosboot
@@ -45,7 +47,7 @@ class Golden:
 
 
 def _run(*cmd: str, **kw) -> str:
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+    return run_checked(list(cmd), **kw).stdout
 
 
 def _copy_with_libraries(binary: str, root: Path) -> None:
@@ -81,17 +83,15 @@ def _busybox(root: Path) -> list[str]:
     return applets
 
 
-def _kernel(workdir: Path) -> tuple[str, Path]:
+def _kernel(workdir: Path) -> tuple[str, Path, Path]:
+    """(version, vmlinuz, modules directory) of Debian's current kernel package, unpacked."""
     version = debs.current_kernel_version()
-    unpacked = workdir / "kernel-package"
-    if not (unpacked / "boot" / f"vmlinuz-{version}").exists():
-        debs.extract(debs.DebCache(debs.default_cache_dir()).fetch(f"linux-image-{version}"), unpacked)
-    return version, unpacked
+    deb = debs.DebCache(debs.default_cache_dir()).fetch(f"linux-image-{version}")
+    vmlinuz, moddir = debs.unpack_kernel(deb, workdir / "kernel-package", version)
+    return version, vmlinuz, moddir
 
 
-def _modules(version: str, unpacked: Path) -> dict[str, bytes]:
-    moddir = next(p for p in (unpacked / "lib/modules" / version, unpacked / "usr/lib/modules" / version)
-                  if p.is_dir())
+def _modules(moddir: Path) -> dict[str, bytes]:
     index = ModuleIndex.scan(moddir)
     present = [m for m in MODULES if m in index.paths or m in index.builtin]
     order, _ = index.resolve(present)
@@ -137,9 +137,9 @@ def build_tree(root: Path, workdir: Path) -> str:
               "var/log", "etc/udhcpc", "usr/share/grub"):
         (root / d).mkdir(parents=True, exist_ok=True)
     _busybox(root)
-    version, unpacked = _kernel(workdir)
-    shutil.copy2(unpacked / "boot" / f"vmlinuz-{version}", root / "boot" / f"vmlinuz-{version}")
-    modules = _modules(version, unpacked)
+    version, vmlinuz, moddir = _kernel(workdir)
+    shutil.copy2(vmlinuz, root / "boot" / f"vmlinuz-{version}")
+    modules = _modules(moddir)
     for rel, data in modules.items():
         dest = root / "usr/lib/modules" / version / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def build_tree(root: Path, workdir: Path) -> str:
     load = [Path(rel).name.removesuffix(".ko") for rel in modules]
     _initramfs(root / "boot" / f"initrd.img-{version}", version, modules, dep, load)
     for binary in GRUB_BINARIES:
-        _copy_with_libraries(binary, root)
+        _copy_with_libraries(program_path(binary), root)
     for d in GRUB_DIRS:
         shutil.copytree(d, root / d.lstrip("/"), dirs_exist_ok=True)
     for name, dest in (("init", "sbin/init"), ("update-grub", "usr/sbin/update-grub"),

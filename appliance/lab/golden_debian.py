@@ -25,7 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from services.debian_packages import require
+
 from .golden import FILES, Golden, gpt_root_disk, write_fstab
+from .netns import run_checked
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -35,7 +38,7 @@ RECIPE = 2          # bump when build() changes what ends up in the tree
 CACHE_DIR = Path(os.environ.get("SI_LAB_CACHE", "/var/cache/systemimager/lab"))
 DEBIAN_FILES = FILES / "debian"
 DISK_SIZE = "1536M"
-NEEDS = {"debootstrap": "debootstrap", "zstd": "zstd", "sfdisk": "fdisk", "mkfs.vfat": "dosfstools"}
+NEEDS = ("debootstrap", "zstd", "sfdisk", "mkfs.vfat")
 
 Progress = Callable[[str], None]
 
@@ -75,9 +78,7 @@ def _say(line: str) -> None:
 
 
 def require_tools() -> None:
-    missing = [f"{tool} (Debian package {pkg})" for tool, pkg in NEEDS.items() if shutil.which(tool) is None]
-    if missing:
-        raise RuntimeError("the Debian golden client needs " + ", ".join(missing))
+    require(*NEEDS)
 
 
 def recipe_hash() -> str:
@@ -141,8 +142,7 @@ def _debootstrap(root: Path, progress: Progress) -> None:
 
 
 def _chroot(root: Path, *cmd: str) -> None:
-    subprocess.run(["chroot", str(root), *cmd], check=True, capture_output=True, text=True,
-                   env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+    run_checked(["chroot", str(root), *cmd], env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
 
 
 def _install(src: str, dest: Path, mode: int = 0o644) -> None:
@@ -240,8 +240,8 @@ def ensure_tarball(progress: Progress = _say) -> tuple[Path, dict[str, float]]:
         progress(f"packing the tree into {tarball.name}")
         t = time.time()
         partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")
-        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -3 -q",
-                        "-C", str(root), "-cf", str(partial), "."], check=True, capture_output=True)
+        run_checked(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -3 -q",
+                     "-C", str(root), "-cf", str(partial), "."])
         partial.rename(tarball)
         for old in CACHE_DIR.glob("debian-golden-*.tar.zst"):
             if old != tarball:       # an older recipe's tree
@@ -263,8 +263,8 @@ def debian_golden_disk(workdir: Path, size: str = DISK_SIZE, progress: Progress 
     tarball, cost = ensure_tarball(progress)
     with gpt_root_disk(workdir, size) as (dev, mnt):
         t = time.time()
-        subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -q",
-                        "-C", str(mnt), "-xpf", str(tarball)], check=True, capture_output=True)
+        run_checked(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -q",
+                     "-C", str(mnt), "-xpf", str(tarball)])
         write_fstab(dev, mnt)
         cost["tarball unpack"] = time.time() - t
         progress(f"golden disk ready on {dev} in {cost['tarball unpack']:.0f}s")

@@ -14,10 +14,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .demo import Appliance, start_appliance
+from .demo import SI, Appliance, start_appliance
 from .golden import golden_disk
 from .golden_debian import debian_golden_disk
-from .netns import Lab
+from .netns import Lab, run_checked
 from .qemu import Guest, make_disk
 
 GOLDEN_IP = "10.77.0.2"
@@ -47,7 +47,9 @@ class InstallLab:
     def up(self) -> dict:
         t = time.time()
         self.appliance = start_appliance(self.lab, self.workdir, loader=self.loader)
-        self.appliance.si("mkbootimage", timeout=900)
+        # Outside the namespaces: building the boot image may download Debian
+        # packages, and the lab's namespaces have no route to a mirror.
+        run_checked([*SI, "mkbootimage", "--config", str(self.appliance.config)], timeout=900)
         self.appliance.si("mkbootserver")
         health = self.appliance.start()
         self.timings["appliance up"] = time.time() - t

@@ -17,8 +17,30 @@ from pathlib import Path
 PREFIX = "si-"
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A child command failed; its message carries the child's own last words, not only its status."""
+
+    def __str__(self) -> str:
+        argv = [str(a) for a in self.cmd]
+        if argv[:3] == ["ip", "netns", "exec"]:
+            argv = argv[4:]
+        said = [line.strip() for line in f"{self.stderr or ''}\n{self.stdout or ''}".splitlines() if line.strip()]
+        why = said[-1] if said else "no output"
+        return f"{' '.join(argv)} exited with {self.returncode}: {why}"
+
+
+def run_checked(cmd: list[str], *, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run capturing text output; a failure raises CommandFailed with the child's message."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    proc = subprocess.run(cmd, **kw)
+    if check and proc.returncode != 0:
+        raise CommandFailed(proc.returncode, cmd, proc.stdout, proc.stderr)
+    return proc
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+    return run_checked(["ip", *args], check=check)
 
 
 def list_namespaces() -> list[str]:
@@ -85,9 +107,7 @@ class Lab:
     # --- running things inside -----------------------------------------
     def run(self, ns: str, *cmd: str, check: bool = True, timeout: float | None = 120,
             **kw) -> subprocess.CompletedProcess:
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        return subprocess.run(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout, **kw)
+        return run_checked(["ip", "netns", "exec", ns, *cmd], check=check, timeout=timeout, **kw)
 
     def popen(self, ns: str, *cmd: str, **kw) -> subprocess.Popen:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], **kw)

@@ -13,11 +13,30 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.debian_packages import package_file, program_path
+
 from .netns import Lab
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-EFI_VIRTIO_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
+
+
+# Firmware comes from Debian's packages, found with dpkg -L: releases move and
+# drop files (Debian 13's ovmf ships only the 4 MiB pair).
+def ovmf_code() -> Path:
+    return package_file("ovmf", "OVMF_CODE_4M.fd")
+
+
+def ovmf_vars() -> Path:
+    return package_file("ovmf", "OVMF_VARS_4M.fd")
+
+
+def efi_virtio_rom() -> Path:
+    """iPXE's virtio-net option ROM with its EFI driver (OVMF's own has no PXE base code here)."""
+    return package_file("ipxe-qemu", "efi-virtio.rom")
+
+
+def ipxe_lkrn() -> Path:
+    """iPXE as a Linux-kernel-format image: a stand-in kernel for boot-path tests."""
+    return package_file("ipxe", "ipxe.lkrn")
 
 
 class GuestTimeout(AssertionError):
@@ -29,10 +48,9 @@ def accel() -> str:
 
 
 def require_qemu(firmware: str) -> None:
-    if shutil.which("qemu-system-x86_64") is None:
-        raise RuntimeError("qemu-system-x86_64 not found: install the Debian package qemu-system-x86")
-    if firmware == "uefi" and not OVMF_CODE.exists():
-        raise RuntimeError(f"{OVMF_CODE} not found: install the Debian package ovmf")
+    program_path("qemu-system-x86_64")
+    if firmware == "uefi":
+        ovmf_code(), ovmf_vars()
 
 
 def make_disk(path: Path, size: str) -> Path:
@@ -69,11 +87,11 @@ class Guest:
         if self.firmware == "uefi":
             vars_copy = self.workdir / f"{self.name}.OVMF_VARS.fd"
             if not vars_copy.exists():
-                shutil.copy(OVMF_VARS, vars_copy)
+                shutil.copy(ovmf_vars(), vars_copy)
             cmd += ["-machine", "q35",
-                    "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf_code()}",
                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
-            nic += f",romfile={EFI_VIRTIO_ROM}"
+            nic += f",romfile={efi_virtio_rom()}"
         def index(device: str) -> str:
             return f",bootindex={self.boot.index(device) + 1}" if device in self.boot else ""
 
