@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.debian_packages import PROGRAMS, package_file
+from source_tree import source_files
 
 REPO = Path(__file__).resolve().parent.parent
 # Calls that run (or look up) a program named by their first argument.
@@ -32,9 +33,7 @@ def _str(node: ast.AST) -> str | None:
 def invoked_programs() -> dict[str, set[str]]:
     """{program: files that run it}, read from the source: subprocess calls with a literal argv[0]."""
     found: dict[str, set[str]] = {}
-    files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.split()
-    for rel in files:
+    for rel in source_files("*.py"):
         for node in ast.walk(ast.parse((REPO / rel).read_text())):
             if not isinstance(node, ast.Call) or not node.args:
                 continue

@@ -6,13 +6,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+from source_tree import source_files
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("appliance", "services", "bootimages")
 
 
 def test_the_wheel_holds_every_tracked_file_of_the_packages(tmp_path):
-    tracked = subprocess.run(["git", "ls-files", *PACKAGES], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = source_files("*", under=PACKAGES)
     assert "bootimages/initrd/udhcpc.script" in tracked and "services/tftp/lockstep.c" in tracked
     # --no-build-isolation: setuptools comes from the test extras, so no download is needed
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
