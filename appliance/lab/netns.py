@@ -24,8 +24,10 @@ class CommandFailed(subprocess.CalledProcessError):
         argv = [str(a) for a in self.cmd]
         if argv[:3] == ["ip", "netns", "exec"]:
             argv = argv[4:]
-        said = [line.strip() for line in f"{self.stderr or ''}\n{self.stdout or ''}".splitlines() if line.strip()]
-        why = said[-1] if said else "no output"
+        # the last line of its error output (a traceback's exception, apt's E: line), else of its output
+        said = next(([line.strip() for line in out.splitlines() if line.strip()]
+                     for out in (self.stderr, self.stdout) if out and out.strip()), ["no output"])
+        why = said[-1]
         return f"{' '.join(argv)} exited with {self.returncode}: {why}"
 
 
