@@ -84,9 +84,9 @@ def test_setup_installs_the_package_of_every_program():
         by_appliance = any(f.startswith(APPLIANCE_CODE) and not f.startswith("appliance/lab/")
                            for f in found.get(program, ()))
         profile = appliance if by_appliance else lab
-        assert package in profile, (f"{program} ({package}) is run by {sorted(found.get(program, ()))} "
-                                    f"but setup.sh's {'appliance' if by_appliance else 'lab'} profile "
-                                    f"does not install {package}")
+        users = ", ".join(sorted(found.get(program, ()))) or "the code (listed in PROGRAMS)"
+        assert package in profile, (f"{program} ({package}) is run by {users}, but setup.sh's "
+                                    f"{'appliance' if by_appliance else 'lab'} profile does not install {package}")
 
 
 def _owners(path: str) -> set[str]:
