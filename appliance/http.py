@@ -14,14 +14,14 @@ from aiohttp import web
 
 from services import safepath
 
-from . import monitor
+from . import monitor, progress_report
 from .service import Context, Endpoint, Health, Service
 
 ROUTE_PROVIDERS: list[str] = [
     "appliance.client.routes:add_routes",
 ]
 CTX_KEY = web.AppKey("ctx", Context)
-INSTALL_STATES = ("running", "succeeded", "failed")
+
 MAX_PROGRESS_BODY = 1024 * 1024
 
 
@@ -71,38 +71,20 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
             counters["progress_refused"] = counters.get("progress_refused", 0) + 1
             return _error(403, f"{request.remote} does not own host {hostname}")
         try:
-            body = await request.json()
-            if not isinstance(body, dict):
-                raise ValueError("expected a JSON object")
-            phase = body.get("phase")
-            percent = body.get("percent")
-            bytes_done = body.get("bytes")
-            state = body.get("state")
-            log_text = body.get("log", "")
-            if phase is not None and not isinstance(phase, str):
-                raise ValueError("phase must be a string")
-            if percent is not None and not (isinstance(percent, (int, float)) and 0 <= percent <= 100):
-                raise ValueError("percent must be a number from 0 to 100")
-            if bytes_done is not None and not (isinstance(bytes_done, int) and bytes_done >= 0):
-                raise ValueError("bytes must be a non-negative integer")
-            if state is not None and state not in INSTALL_STATES:
-                raise ValueError(f"state must be one of {', '.join(INSTALL_STATES)}")
-            if not isinstance(log_text, str):
-                raise ValueError("log must be a string")
-        except (ValueError, json.JSONDecodeError) as exc:
+            report = progress_report.parse(await request.read())
+        except progress_report.BadReport as exc:
             counters["progress_bad"] = counters.get("progress_bad", 0) + 1
             return _error(400, str(exc))
         current = store.current_install(hostname)
-        if current is None or current.state != "running" or phase == "start":
-            install_id = store.start_install(hostname, host.image, body.get("kind", "install")
-                                             if body.get("kind") in ("install", "update") else "install")
+        if current is None or current.state != "running" or report.phase == "start":
+            install_id = store.start_install(hostname, host.image, report.kind)
         else:
             install_id = current.id
-        store.update_install(install_id, phase=phase, percent=percent, bytes_done=bytes_done,
-                             state=state, log_append=log_text)
-        if log_text:
-            _append_log(ctx, hostname, log_text)
-        if state == "succeeded" and (current is None or current.kind == "install"):
+        store.update_install(install_id, phase=report.phase, percent=report.percent,
+                             bytes_done=report.bytes_done, state=report.state, log_append=report.log)
+        if report.log:
+            _append_log(ctx, hostname, report.log)
+        if report.state == "succeeded" and (current is None or current.kind == "install"):
             # Netboot-once: an installed host boots its own disk from now on.
             store.set_netboot(hostname, "local")
             ctx.changed("hosts")

@@ -109,3 +109,15 @@ def test_progress_only_from_the_hosts_ip(server):
     assert store.host("www1").netboot == "local", "netboot-once: installed hosts boot their disk"
     assert store.current_install("www2") is None
     assert "booted" in (server.ctx.config.log_dir / "www1.log").read_text()
+
+
+def test_out_of_range_and_deep_reports_are_400_and_change_nothing(server):
+    store = server.ctx.store
+    store.upsert_host(Host("www1", ip="127.0.0.1", image="img"))
+    assert post(server.url("/api/installs/www1"), b'{"phase": "rsync", "bytes": 10}')[0] == 200
+    for body in (b'{"bytes": 9223372036854775808}', b"[" * 100_000 + b"]" * 100_000):
+        status, answer = post(server.url("/api/installs/www1"), body)
+        assert status == 400, answer
+    run = store.current_install("www1")
+    assert (run.phase, run.bytes, run.state) == ("rsync", 10, "running")
+    assert len(store.installs()) == 1, "a refused report starts no run"
