@@ -105,6 +105,18 @@ def test_reserved_address_never_given_to_others(store):
     assert nak.reason == "naked"
 
 
+@pytest.mark.parametrize("stored", ["10.77.0.1", "10.77.0.0", "10.77.0.255", "10.88.0.1"])
+def test_a_stored_reservation_no_client_may_have_is_never_handed_out(store, stored):
+    """The server's own, network and broadcast addresses and the gateway, even if the store holds one."""
+    store.upsert_host(Host("node05", mac=MAC, ip=stored, image="img"))
+    pol = policy(store)
+    offer, ack = dora(pol)
+    assert IP("10.77.0.100") <= offer.reply.yiaddr <= IP("10.77.0.199"), offer.reply.yiaddr
+    assert ack.reason == "acked" and ack.binding.ip == offer.reply.yiaddr
+    nak = pol.decide(Arrival(req(P.REQUEST, options=[(50, IP(stored).packed)])))
+    assert nak.reason == "naked"
+
+
 def test_relay_picks_subnet_by_giaddr(store):
     pol = policy(store)
     offer, ack = dora(pol, giaddr="10.88.0.1")

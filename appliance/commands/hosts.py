@@ -34,6 +34,8 @@ def register(sub) -> None:
 def set_host(args) -> int:
     import ipaddress
     from dataclasses import replace
+    from services.dhcp.addresses import why_unassignable
+
     from ..config import valid_domain
     from ..store.records import Host, normalise_mac
     cfg = load_config(args)
@@ -55,8 +57,11 @@ def set_host(args) -> int:
             ip = ipaddress.IPv4Address(args.ip)
         except ValueError:
             raise CliError(f"--ip: {args.ip!r} is not an IPv4 address") from None
-        if cfg.subnets and cfg.subnet_for(ip) is None:
+        subnet = cfg.subnet_for(ip)
+        if cfg.subnets and subnet is None:
             raise CliError(f"--ip: {ip} is in none of the configured subnets")
+        if subnet is not None and (why := why_unassignable(ip, subnet.network, cfg.address, subnet.gateway)):
+            raise CliError(f"--ip: {ip} {why}")
         other = store.host_by_ip(str(ip))
         if other and other.hostname != args.hostname:
             raise CliError(f"--ip: {ip} already belongs to {other.hostname}")

@@ -17,6 +17,7 @@ from appliance.store.records import Host
 
 from . import boot
 from . import packet as P
+from .addresses import why_unassignable
 from .hostnames import sanitise
 from .leases import OFFER_HOLD, Binding, LeaseBook
 
@@ -261,15 +262,15 @@ class Policy:
         n = int(ip)
         return any(first <= n <= last for first, last in self._pool_ranges[id(subnet)])
 
-    @staticmethod
-    def _reservation(host: Host | None, subnet: SubnetConfig) -> IPv4Address | None:
+    def _reservation(self, host: Host | None, subnet: SubnetConfig) -> IPv4Address | None:
+        """The host's fixed address on this subnet; one no client may have counts as none."""
         if host is None or not host.ip:
             return None
         try:
             ip = IPv4Address(host.ip)
         except ValueError:
             return None
-        return ip if ip in subnet.network else None
+        return None if why_unassignable(ip, subnet.network, self.server_id, subnet.gateway) else ip
 
     def _reserved_for_other(self, mac: str) -> Callable[[IPv4Address], bool]:
         def reserved(ip: IPv4Address) -> bool:
