@@ -166,7 +166,24 @@ def test_single_dash_long_options_are_accepted():
 def test_abbreviated_single_dash_option_reaches_the_command(tmp_path):
     cfg_file = tmp_path / "a.toml"
     _write_toml(cfg_file, GOOD)
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "config", "check", "-con", str(cfg_file)],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "config", "check", "-con", str(cfg_file),
+                          "-file-only"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "OK" in out.stdout
+
+
+def test_check_refuses_an_interface_this_machine_does_not_have(tmp_path, capsys):
+    cfg_file = tmp_path / "a.toml"
+    _write_toml(cfg_file, {**GOOD, "interface": "si-nosuch0"})
+    assert main(["config", "check", "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "interface: si-nosuch0 does not exist here" in err and "\n" not in err
+    assert main(["config", "check", "--config", str(cfg_file), "--file-only"]) == 0
+
+
+def test_check_says_what_si_up_would_refuse_on_this_machine(tmp_path, capsys):
+    cfg_file = tmp_path / "a.toml"
+    _write_toml(cfg_file, {**GOOD, "interface": "lo"})       # lo holds no 10.77.0.0/24 address
+    assert main(["config", "check", "--config", str(cfg_file)]) == 0
+    assert "si up refuses this without --force: interface: lo has 127.0.0.1/8, none in the configured subnets" \
+        in capsys.readouterr().out

@@ -41,6 +41,7 @@ def test_errors_change_nothing(tmp_path, capsys):
         (["hosts", "set", "node2", "--ip", "10.77.0.0"], "--ip: 10.77.0.0 is the network address of 10.77.0.0/24"),
         (["hosts", "set", "node2", "--ip", "10.77.0.255"], "is the broadcast address of 10.77.0.0/24"),
         (["hosts", "set", "node2", "--mac", "zz"], "--mac"),
+        (["hosts", "set", "node1", "--image", "../../../etc"], "--image: '../../../etc' is not a valid image name"),
         (["hosts", "set", "bad name!", "--mac", "52:54:00:aa:00:02"], "hostname"),
         (["hosts", "reinstall", "ghost"], "no host 'ghost'"),
     ):

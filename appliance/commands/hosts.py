@@ -36,7 +36,7 @@ def set_host(args) -> int:
     from dataclasses import replace
     from services.dhcp.addresses import why_unassignable
 
-    from ..config import valid_domain
+    from ..config import valid_domain, valid_image_name
     from ..store.records import Host, normalise_mac
     cfg = load_config(args)
     store = open_store(cfg)
@@ -67,6 +67,9 @@ def set_host(args) -> int:
             raise CliError(f"--ip: {ip} already belongs to {other.hostname}")
         changes["ip"] = str(ip)
     if args.image is not None:
+        if args.image and not valid_image_name(args.image):
+            raise CliError(f"--image: {args.image!r} is not a valid image name (letters, digits and ._+-, "
+                           f"at most 64, no '..')")
         changes["image"] = args.image or None
     if args.group is not None:
         changes["grp"] = args.group or None
