@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.lab.netns import Lab
-from appliance.lab.qemu import efi_virtio_rom, ovmf_code
+from appliance.lab.qemu import UEFI_NETBOOT_RNG, efi_virtio_rom, ovmf_code
 from dhcp_lab import Appliance
 
 
@@ -68,7 +68,7 @@ def test_qemu_ipxe_rom_gets_address_and_script(tmp_path, firmware):
     if firmware == "bios":
         machine = ["-boot", "n", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]
     else:
-        machine = ["-drive", f"if=pflash,format=raw,readonly=on,file={ovmf_code()}",
+        machine = ["-drive", f"if=pflash,format=raw,readonly=on,file={ovmf_code()}", *UEFI_NETBOOT_RNG,
                    "-device", f"virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile={efi_virtio_rom()}"]
     text, appliance = boot_until_filename(tmp_path, machine)
     assert "Filename: http://10.77.0.1:8080/boot/ipxe/01-52-54-00-12-34-56.ipxe" in text, text[-2000:]

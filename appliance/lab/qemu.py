@@ -29,6 +29,11 @@ def ovmf_vars() -> Path:
     return package_file("ovmf", "OVMF_VARS_4M.fd")
 
 
+# Debian 13's OVMF (edk2 2025.02) offers no network boot option to a guest without a
+# random number generator (its NEWS.Debian; PixieFail hardening); 12's does not care.
+UEFI_NETBOOT_RNG = ("-device", "virtio-rng-pci")
+
+
 def efi_virtio_rom() -> Path:
     """iPXE's virtio-net option ROM with its EFI driver (OVMF's own has no PXE base code here)."""
     return package_file("ipxe-qemu", "efi-virtio.rom")
@@ -90,7 +95,7 @@ class Guest:
                 shutil.copy(ovmf_vars(), vars_copy)
             cmd += ["-machine", "q35",
                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf_code()}",
-                    "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
+                    "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", *UEFI_NETBOOT_RNG]
             nic += f",romfile={efi_virtio_rom()}"
         def index(device: str) -> str:
             return f",bootindex={self.boot.index(device) + 1}" if device in self.boot else ""
