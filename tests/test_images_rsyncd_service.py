@@ -5,7 +5,11 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +17,10 @@ from appliance import supervisor as sup
 from appliance.config import Config, RsyncdConfig
 from appliance.service import Context
 from appliance.store import Store
-from services.rsyncd.daemon import RsyncdService, listening
+from services.rsyncd import render
+from services.rsyncd.daemon import RsyncdService, end_stale_daemon, listening
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -136,3 +143,102 @@ def test_a_port_in_use_is_reported(ctx):
                 await asyncio.wait_for(service.serve(lambda: None), 15)
             assert "exited" in str(exc.value) or "not listening" in str(exc.value)
         asyncio.run(main())
+
+
+APPLIANCE_STAND_IN = """
+import asyncio, sys
+from ipaddress import IPv4Address
+from pathlib import Path
+from appliance import supervisor as sup
+from appliance.config import Config, RsyncdConfig
+from appliance.service import Context
+from appliance.store import Store
+from services.rsyncd.daemon import RsyncdService
+
+state, port = Path(sys.argv[1]), int(sys.argv[2])
+cfg = Config(interface="lo", address=IPv4Address("127.0.0.1"), state_dir=state / "state", log_dir=state / "log",
+             rsyncd=RsyncdConfig(port=port, max_connections=3))
+
+async def main():
+    service = RsyncdService(Context(cfg, Store(cfg.db_path)))
+    await sup.Supervisor(service.ctx, [service]).start_all(timeout=15)
+    print(service.proc.pid, flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+def _gone(pid: int, seconds: float) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_daemon_dies_with_a_killed_appliance(ctx, tmp_path):
+    """kill -9 of the appliance: its rsync daemon goes too, and the next appliance gets the port."""
+    script = tmp_path / "appliance_stand_in.py"
+    script.write_text(APPLIANCE_STAND_IN)
+    port = ctx.config.rsyncd.port
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(port)], stdout=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    rsync_pid = None
+    try:
+        rsync_pid = int(proc.stdout.readline())
+        assert listening(rsync_pid, port)
+        proc.kill()
+        proc.wait()
+        assert _gone(rsync_pid, 5), "the rsync daemon outlived the killed appliance"
+    finally:
+        proc.kill()
+        if rsync_pid is not None and not _gone(rsync_pid, 0.1):
+            os.kill(rsync_pid, signal.SIGKILL)     # the orphan this test found: not left behind
+
+    async def main():
+        supervisor, service = await running(ctx)
+        await supervisor.stop_all()
+    asyncio.run(main())
+
+
+def test_a_daemon_an_earlier_appliance_left_is_ended_before_binding(ctx):
+    """An orphan from an appliance without death signals (or a machine crash) must not hold the port forever."""
+    service = RsyncdService(ctx)
+    for d in (ctx.config.run_dir, ctx.config.log_dir, ctx.config.images_dir, ctx.config.scripts_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    service.rewrite_config()
+    orphan = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={render.conf_path(ctx.config)}"],
+                              start_new_session=True)
+    try:
+        for _ in range(200):
+            if listening(orphan.pid, ctx.config.rsyncd.port) and render.pid_path(ctx.config).exists():
+                break
+            time.sleep(0.05)
+        assert listening(orphan.pid, ctx.config.rsyncd.port)
+
+        async def main():
+            supervisor, service = await running(ctx)
+            try:
+                assert service.proc.pid != orphan.pid and service.counters["stale_ended"] == 1
+                status, out, err = await rsync(f"rsync://127.0.0.1:{ctx.config.rsyncd.port}/")
+                assert status == 0 and "scripts" in out, err
+            finally:
+                await supervisor.stop_all()
+        asyncio.run(main())
+        assert orphan.wait(timeout=5) is not None
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_a_stale_pid_file_of_another_program_ends_nothing(ctx, tmp_path):
+    ctx.config.run_dir.mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        render.pid_path(ctx.config).write_text(f"{bystander.pid}\n")
+        assert end_stale_daemon(render.pid_path(ctx.config), render.conf_path(ctx.config)) is None
+        assert bystander.poll() is None and not render.pid_path(ctx.config).exists()
+    finally:
+        bystander.kill()
+        bystander.wait()

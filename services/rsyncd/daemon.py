@@ -9,10 +9,12 @@ restart is needed and transfers in flight are never cut.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
 import time
+from pathlib import Path
 from typing import Callable
 
 from appliance.service import Context, Endpoint, Health, Service
@@ -41,6 +43,52 @@ def listening(pid: int, port: int) -> bool:
     return False
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the appliance dies, even by SIGKILL (no orphan on the port)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def end_stale_daemon(pid_file: Path, conf: Path, wait: float = 5.0) -> int | None:
+    """End an rsync daemon of this state directory that an earlier appliance left; its pid, or None.
+
+    Only a process whose command line is rsync with this very --config is ended,
+    so a reused pid or another rsync is left alone. The pid file goes either way:
+    rsync will not start while it exists.
+    """
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid_file.unlink(missing_ok=True)
+        return None
+    argv = _cmdline(pid)
+    ours = bool(argv) and os.path.basename(argv[0]) == "rsync" and f"--config={conf}" in argv
+    if ours:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while _cmdline(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not _cmdline(pid):
+                break
+    pid_file.unlink(missing_ok=True)
+    return pid if ours else None
+
+
 class RsyncdService(Service):
     name = "rsyncd"
 
@@ -66,10 +114,15 @@ class RsyncdService(Service):
         for d in (cfg.run_dir, cfg.log_dir, cfg.images_dir, cfg.scripts_dir, cfg.boot_root):
             d.mkdir(parents=True, exist_ok=True)
         self.rewrite_config()
+        conf = render.conf_path(cfg)
+        stale = await asyncio.to_thread(end_stale_daemon, render.pid_path(cfg), conf)
+        if stale is not None:
+            self.log.warning("ended rsync daemon pid %d that an earlier appliance left running", stale)
+            self.counters["stale_ended"] = self.counters.get("stale_ended", 0) + 1
         self.proc = await asyncio.create_subprocess_exec(
-            rsync, "--daemon", "--no-detach", f"--config={render.conf_path(cfg)}",
+            rsync, "--daemon", "--no-detach", f"--config={conf}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
         self.counters["starts"] += 1
         proc = self.proc
         stderr = asyncio.create_task(proc.stderr.read(64 * 1024))

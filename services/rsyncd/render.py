@@ -66,11 +66,16 @@ def hosts_allow(cfg: Config, host_ips: list[str] = ()) -> list[str]:
     return allow
 
 
+def pid_path(cfg: Config) -> Path:
+    """The daemon writes its pid here, so a restarted appliance can find one a killed appliance left."""
+    return cfg.run_dir / "rsyncd.pid"
+
+
 def render(cfg: Config, versions: list[dict], host_ips: list[str] = ()) -> str:
     env = environment(jinja2.FileSystemLoader(str(TEMPLATE.parent)))
     return env.get_template(TEMPLATE.name).render(
         port=cfg.rsyncd.port, address=cfg.address, log_file=cfg.log_dir / "rsyncd.log",
-        max_connections=cfg.rsyncd.max_connections, lock_file=cfg.run_dir / "rsyncd.lock",
+        max_connections=cfg.rsyncd.max_connections, lock_file=cfg.run_dir / "rsyncd.lock", pid_file=pid_path(cfg),
         hosts_allow=hosts_allow(cfg, list(host_ips)), modules=modules(cfg, versions))
 
 
