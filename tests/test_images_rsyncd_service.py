@@ -170,8 +170,12 @@ asyncio.run(main())
 
 
 def _gone(pid: int, seconds: float) -> bool:
-    for _ in range(int(seconds / 0.05)):
-        if not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+    for _ in range(max(1, int(seconds / 0.05))):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":     # a zombie has ended
+                    return True
+        except FileNotFoundError:
             return True
         time.sleep(0.05)
     return False
