@@ -74,6 +74,10 @@ class TftpConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     port: int = 8080
+    header_timeout: float = 10.0      # a request's headers must arrive within this (slowloris)
+    body_timeout: float = 60.0        # and its body within this after them
+    keepalive_timeout: float = 15.0   # an idle kept-alive connection is closed after this
+    max_connections_per_client: int = 32
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,19 @@ class Config:
     # Serial console for installs by host group, "default" for every other host
     # (a host's own console comes first): the manual's 13.5, by configuration.
     consoles: tuple[tuple[str, str], ...] = ()
+    # Networks besides the install subnets and loopback whose clients HTTP and DNS answer
+    # (an operator's workstation network); everyone else is refused.
+    allow_clients: tuple[IPv4Network, ...] = ()
     source: Path | None = None
+
+    def serves_client(self, ip: str) -> bool:
+        """HTTP and DNS answer this source address: loopback, an install subnet, or allow_clients."""
+        try:
+            addr = IPv4Address(ip)
+        except ValueError:
+            return ip == "::1"
+        return (addr.is_loopback or any(addr in s.network for s in self.subnets)
+                or any(addr in n for n in self.allow_clients))
 
     def console_for(self, group: str | None) -> str | None:
         table = dict(self.consoles)
@@ -253,7 +269,7 @@ def _parse_subnet(table: Any, index: int) -> SubnetConfig:
 def parse(data: dict, source: Path | None = None) -> Config:
     """Build a validated Config from a TOML document (already decoded)."""
     top = {"interface", "address", "domain", "image_server", "state_dir", "log_dir", "boot_dir",
-           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd", "consoles"}
+           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd", "consoles", "allow_clients"}
     _check_keys(data, top, "")
     for key in ("interface", "address"):
         if key not in data:
@@ -294,6 +310,15 @@ def parse(data: dict, source: Path | None = None) -> Config:
             if address in pool:
                 raise ConfigError(f"address: the server's own address {address} lies in pool {pool}")
 
+    allow_clients = []
+    for i, value in enumerate(_take(data, "allow_clients", "", list, [])):
+        try:
+            if not isinstance(value, str):
+                raise ValueError(f"expected a network such as \"192.168.1.0/24\", not {value!r}")
+            allow_clients.append(IPv4Network(value, strict=True))
+        except ValueError as exc:
+            raise ConfigError(f"allow_clients[{i}]: {exc}") from None
+
     dhcp_t = _take(data, "dhcp", "", dict, {})
     _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader",
                          "answer_router_solicitations"}, "dhcp.")
@@ -320,8 +345,19 @@ def parse(data: dict, source: Path | None = None) -> Config:
     tftp = TftpConfig(_port(tftp_t, "port", "tftp.", 69), _positive(tftp_t, "max_sessions", "tftp.", 512),
                       workers)
     http_t = _take(data, "http", "", dict, {})
-    _check_keys(http_t, {"port"}, "http.")
-    http = HttpConfig(_port(http_t, "port", "http.", 8080))
+    _check_keys(http_t, {"port", "header_timeout", "body_timeout", "keepalive_timeout",
+                         "max_connections_per_client"}, "http.")
+
+    def seconds(key: str, default: float) -> float:
+        value = float(_take(http_t, key, "http.", (int, float), default))
+        if not 0 < value <= 3600:
+            raise ConfigError(f"http.{key}: {value} must be more than 0 and at most 3600 seconds")
+        return value
+    per_client = _take(http_t, "max_connections_per_client", "http.", int, 32)
+    if not 1 <= per_client <= 65535:
+        raise ConfigError(f"http.max_connections_per_client: {per_client} must be from 1 to 65535")
+    http = HttpConfig(_port(http_t, "port", "http.", 8080), seconds("header_timeout", 10.0),
+                      seconds("body_timeout", 60.0), seconds("keepalive_timeout", 15.0), per_client)
     dns_t = _take(data, "dns", "", dict, {})
     _check_keys(dns_t, {"port", "upstream"}, "dns.")
     dns = DnsConfig(_port(dns_t, "port", "dns.", 53),
@@ -353,7 +389,8 @@ def parse(data: dict, source: Path | None = None) -> Config:
         interface=interface, address=address, domain=domain, image_server=image_server,
         state_dir=state_dir, log_dir=path("log_dir", Path("/var/log/systemimager")),
         boot_dir=path("boot_dir", None), services=services, subnets=subnets,
-        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, consoles=tuple(consoles), source=source)
+        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, consoles=tuple(consoles),
+        allow_clients=tuple(allow_clients), source=source)
 
 
 def load(path: Path) -> Config:
@@ -381,6 +418,7 @@ domain = "cluster.example"     # install domain: DNS answers A/PTR for hosts and
 state_dir = "/var/lib/systemimager"   # images/, scripts/, appliance.db live here
 log_dir = "/var/log/systemimager"     # per-host install logs, rsyncd log
 # boot_dir = "/var/lib/systemimager/tftpboot"   # TFTP and HTTP boot root
+# allow_clients = ["192.168.1.0/24"]   # HTTP and DNS answer these too (default: install subnets, loopback)
 
 [services]                     # which services 'si up' runs
 dhcp = true
@@ -412,6 +450,10 @@ port = 69
 
 [http]
 port = 8080                    # boot files, iPXE scripts, API, monitor page
+header_timeout = 10            # seconds for a request's headers (slow clients are closed)
+body_timeout = 60              # seconds for its body
+keepalive_timeout = 15         # seconds an idle connection is kept
+max_connections_per_client = 32
 
 [dns]
 port = 53

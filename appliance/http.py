@@ -15,6 +15,7 @@ from aiohttp import web
 from services import safepath
 
 from . import monitor, progress_report
+from .http_guard import Guard, GuardedSite
 from .service import Context, Endpoint, Health, Service
 
 ROUTE_PROVIDERS: list[str] = [
@@ -35,7 +36,17 @@ def _error(status: int, message: str) -> web.Response:
 
 def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Application:
     counters = counters if counters is not None else {}
-    app = web.Application(client_max_size=MAX_PROGRESS_BODY)
+
+    @web.middleware
+    async def install_network_only(request: web.Request, handler):
+        """Answer loopback, the install subnets, allow_clients and known hosts (relayed ones); no one else."""
+        remote = request.remote or ""
+        if not ctx.config.serves_client(remote) and store.host_by_ip(remote) is None:
+            counters["refused_clients"] = counters.get("refused_clients", 0) + 1
+            return _error(403, f"{remote} is not on an install network (allow_clients in the config)")
+        return await handler(request)
+
+    app = web.Application(client_max_size=MAX_PROGRESS_BODY, middlewares=[install_network_only])
     app[CTX_KEY] = ctx
     store = ctx.store
 
@@ -141,6 +152,7 @@ class HttpService(Service):
         super().__init__(ctx)
         self.counters: dict[str, int] = {}
         self._binds: list[str] = []
+        self.guard: Guard | None = None
 
     def _addresses(self) -> list[str]:
         # The install network and loopback (for 'si status'); never every interface.
@@ -148,12 +160,15 @@ class HttpService(Service):
 
     async def serve(self, ready: Callable[[], None]) -> None:
         import asyncio
-        runner = web.AppRunner(build_app(self.ctx, self.counters), access_log=None)
+        http = self.ctx.config.http
+        runner = web.AppRunner(build_app(self.ctx, self.counters), access_log=None,
+                               keepalive_timeout=http.keepalive_timeout)
         await runner.setup()
+        self.guard = Guard(http.header_timeout, http.body_timeout, http.max_connections_per_client)
         try:
             self._binds = []
             for address in self._addresses():
-                site = web.TCPSite(runner, address, self.ctx.config.http.port, reuse_address=True)
+                site = GuardedSite(runner, address, http.port, self.guard)
                 await site.start()
                 self._binds.append(address)
             ready()
@@ -162,7 +177,8 @@ class HttpService(Service):
             await runner.cleanup()
 
     def health(self) -> Health:
-        return Health(True, counters=dict(self.counters))
+        guard = self.guard.counters if self.guard else {}
+        return Health(True, counters={**self.counters, **guard})
 
     def endpoints(self) -> list[Endpoint]:
         return [Endpoint("tcp", a, self.ctx.config.http.port, "API, boot files, progress")

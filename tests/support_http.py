@@ -1,4 +1,4 @@
-"""Test support: the real aiohttp app served on a loopback port from a thread."""
+"""Test support: the real aiohttp app served on a loopback port from a thread, behind the real guard."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +8,7 @@ import threading
 from aiohttp import web
 
 from appliance.http import build_app
+from appliance.http_guard import Guard, GuardedSite
 from appliance.service import Context
 
 
@@ -20,8 +21,9 @@ def _free_port() -> int:
 class Server:
     """Run the real aiohttp app in a background loop; requests go over TCP."""
 
-    def __init__(self, ctx: Context):
+    def __init__(self, ctx: Context, guard: Guard | None = None):
         self.ctx = ctx
+        self.guard = guard or Guard()
         self.port = _free_port()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -33,7 +35,7 @@ class Server:
         asyncio.set_event_loop(self.loop)
         self.runner = web.AppRunner(build_app(self.ctx))
         self.loop.run_until_complete(self.runner.setup())
-        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.loop.run_until_complete(GuardedSite(self.runner, "127.0.0.1", self.port, self.guard).start())
         self.ready.set()
         self.loop.run_forever()
 

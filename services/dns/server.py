@@ -11,7 +11,6 @@ import asyncio
 import socket
 import struct
 import time
-from ipaddress import IPv4Address
 from typing import Callable
 
 from appliance.service import Context, Endpoint, Health, Service
@@ -152,6 +151,9 @@ class DnsService(Service):
     def handle(self, data: bytes, client_ip: str):
         """Reply bytes, None (drop), or an awaitable giving bytes/None (forwarded)."""
         self._count("queries")
+        if not self.ctx.config.serves_client(client_ip):
+            self._count("refused_clients")     # dropped: no answer, so no reflection either
+            return None
         try:
             query = wire.parse_query(data)
         except wire.QueryError as exc:
@@ -167,7 +169,7 @@ class DnsService(Service):
             if len(reply) >= 4 and reply[3] & 0x0F == wire.RCODE_NXDOMAIN:
                 self._count("nxdomain")
             return reply
-        if self.upstreams and self._may_recurse(client_ip):
+        if self.upstreams:
             if len(self._tasks) >= MAX_FORWARDS:
                 self._count("forward_overload")
                 return wire.error_response(data, wire.RCODE_SERVFAIL)
@@ -175,13 +177,6 @@ class DnsService(Service):
             return self._forward(data)
         self._count("refused")
         return wire.error_response(data, wire.RCODE_REFUSED)
-
-    def _may_recurse(self, client_ip: str) -> bool:
-        try:
-            ip = IPv4Address(client_ip)
-        except ValueError:
-            return False
-        return ip.is_loopback or any(ip in s.network for s in self.ctx.config.subnets)
 
     async def _forward(self, data: bytes) -> bytes:
         loop = asyncio.get_running_loop()
