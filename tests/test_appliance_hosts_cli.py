@@ -50,3 +50,19 @@ def test_errors_change_nothing(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
     assert store.hosts() == before
+
+
+def test_an_address_another_client_leases_needs_force_and_keeps_that_lease(tmp_path, capsys):
+    import time
+    from appliance.store.records import Lease
+    cfg = _cfg(tmp_path)
+    store = Store(tmp_path / "state" / "appliance.db")
+    lease = Lease("52:54:00:aa:00:01", "10.77.0.102", None, time.time() + 600)
+    store.save_leases([lease])
+    argv = ["hosts", "set", "node10", "--config", cfg, "--ip", "10.77.0.102", "--mac", "52:54:00:aa:00:10"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--ip: 10.77.0.102 is leased to 52:54:00:aa:00:01 until" in err and "--force" in err and "\n" not in err
+    assert store.host("node10") is None and store.leases() == [lease]
+    assert main(argv + ["--force"]) == 0
+    assert store.host("node10").ip == "10.77.0.102" and store.leases() == [lease]

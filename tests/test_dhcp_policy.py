@@ -117,6 +117,24 @@ def test_a_stored_reservation_no_client_may_have_is_never_handed_out(store, stor
     assert nak.reason == "naked"
 
 
+def test_a_reservation_of_an_address_another_client_holds_waits_for_that_lease(store):
+    """si hosts set --force on a leased address: the first client keeps it until it lets go."""
+    pol = policy(store)
+    first, _ = dora(pol, "52:54:00:00:00:01")
+    taken = first.reply.yiaddr
+    store.upsert_host(Host("node10", mac="52:54:00:00:00:10", ip=str(taken), image="img"))
+    pol = Policy(pol.cfg, store, pol.book)
+    assert pol.decide(Arrival(req(P.DISCOVER, "52:54:00:00:00:10"))).reason == "reserved_address_in_use"
+    nak = pol.decide(Arrival(req(P.REQUEST, "52:54:00:00:00:10", options=[(50, taken.packed)])))
+    assert nak.reason == "naked" and b"still leased to another client" in opts(nak.reply)[56]
+    assert pol.book.for_mac("52:54:00:00:00:01").ip == taken, "the first client's lease is untouched"
+    release = pol.decide(Arrival(req(P.RELEASE, "52:54:00:00:00:01", ciaddr=str(taken),
+                                     options=[(54, SERVER.packed)])))
+    assert release.reason == "released"
+    offer, ack = dora(pol, "52:54:00:00:00:10")
+    assert offer.reply.yiaddr == taken and ack.reason == "acked"
+
+
 def test_relay_picks_subnet_by_giaddr(store):
     pol = policy(store)
     offer, ack = dora(pol, giaddr="10.88.0.1")

@@ -19,6 +19,8 @@ def register(sub) -> None:
     st.add_argument("hostname")
     st.add_argument("--mac", help="the machine's MAC address: its DHCP reservation and boot config key")
     st.add_argument("--ip", help="fixed address (static_dhcp reservation)")
+    st.add_argument("--force", action="store_true",
+                    help="reserve an address another client still leases (it is handed out once that lease ends)")
     st.add_argument("--image", help="image its autoinstall installs")
     st.add_argument("--group", help="group name, for pushupdate --group")
     st.add_argument("--console", help="serial console for installs, e.g. ttyS0,115200n8 ('' clears)")
@@ -33,6 +35,7 @@ def register(sub) -> None:
 
 def set_host(args) -> int:
     import ipaddress
+    import time
     from dataclasses import replace
     from services.dhcp.addresses import why_unassignable
 
@@ -65,6 +68,13 @@ def set_host(args) -> int:
         other = store.host_by_ip(str(ip))
         if other and other.hostname != args.hostname:
             raise CliError(f"--ip: {ip} already belongs to {other.hostname}")
+        mac = changes.get("mac", host.mac)
+        holder = next((l for l in store.leases() if l.ip == str(ip) and l.mac != mac
+                       and l.state in ("bound", "offered") and l.expires > time.time()), None)
+        if holder is not None and not args.force:
+            until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.expires))
+            raise CliError(f"--ip: {ip} is leased to {holder.mac} until {until}; --force reserves it anyway "
+                           f"(DHCP hands it out once that lease ends or is released)")
         changes["ip"] = str(ip)
     if args.image is not None:
         if args.image and not valid_image_name(args.image):

@@ -121,6 +121,10 @@ class Policy:
     # --- message types -------------------------------------------------------
     def _discover(self, pkt: P.Packet, subnet: SubnetConfig, host: Host | None,
                   now: float) -> Decision:
+        fixed = self._reservation(host, subnet)
+        if fixed is not None and not self.book.available(fixed, pkt.mac, now):
+            # reserved with --force while another client still holds it: wait for that lease to end
+            return _drop("reserved_address_in_use")
         ip = self._pick(pkt, subnet, host, now)
         if ip is None:
             return _drop("pool_exhausted")
@@ -159,6 +163,8 @@ class Policy:
         if reserved is not None:
             if target != reserved:
                 return self._nak(pkt, f"this client is reserved {reserved}")
+            if not self.book.available(target, mac, now):
+                return self._nak(pkt, f"{target} is still leased to another client")
         else:
             other = self.dir.host_by_ip(str(target))
             if other is not None and other.mac != mac:
