@@ -62,6 +62,7 @@ class DhcpConfig:
     port: int = 67
     loader: str = "ipxe"          # BIOS/UEFI first stage: "ipxe" (HTTP scripts) or "pxelinux"
     answer_router_solicitations: bool = True   # "no router here": PXE firmware stops waiting for IPv6
+    ping_timeout: float = 0.5     # ping a new pool address this long before offering it; 0: never
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
 
     dhcp_t = _take(data, "dhcp", "", dict, {})
     _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader",
-                         "answer_router_solicitations"}, "dhcp.")
+                         "answer_router_solicitations", "ping_timeout"}, "dhcp.")
     mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
     if mode not in ("server", "proxy"):
         raise ConfigError(f"dhcp.mode: {mode!r} is not 'server' or 'proxy'")
@@ -331,11 +332,14 @@ def parse(data: dict, source: Path | None = None) -> Config:
     dhcp = DhcpConfig(mode, _take(dhcp_t, "enrol", "dhcp.", bool, False), site_option,
                       float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 4.0)),
                       _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"),
-                      _take(dhcp_t, "answer_router_solicitations", "dhcp.", bool, True))
+                      _take(dhcp_t, "answer_router_solicitations", "dhcp.", bool, True),
+                      float(_take(dhcp_t, "ping_timeout", "dhcp.", (int, float), 0.5)))
     if dhcp.loader not in ("ipxe", "pxelinux"):
         raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not 'ipxe' or 'pxelinux'")
     if dhcp.probe_seconds < 0:
         raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
+    if not 0 <= dhcp.ping_timeout <= 10:
+        raise ConfigError(f"dhcp.ping_timeout: {dhcp.ping_timeout} must be from 0 (off) to 10 seconds")
 
     tftp_t = _take(data, "tftp", "", dict, {})
     _check_keys(tftp_t, {"port", "max_sessions", "workers"}, "tftp.")
@@ -442,6 +446,8 @@ probe_seconds = 4              # look for a rogue DHCP server before serving
 loader = "ipxe"                # "ipxe": kernel/initrd over HTTP; "pxelinux": all over TFTP
 answer_router_solicitations = true   # tell PXE clients "no IPv6 router here" (server mode):
                                # they stop waiting ~13 s for one; no route or address is given
+ping_timeout = 0.5             # ping a new pool address this long before offering it (ISC's
+                               # ping-check); one that answers is set aside. 0: never ping
 
 [tftp]
 port = 69

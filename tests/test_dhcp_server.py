@@ -298,3 +298,27 @@ def test_router_solicitations_left_alone_when_switched_off(lab, appliance):
     got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "ra_client.py"), "2",
                              timeout=30).stdout.strip().splitlines()[-1])
     assert got is None and a.health()["counters"].get("router_adverts_sent", 0) == 0
+
+
+def test_a_pool_address_someone_uses_by_hand_is_set_aside(lab, appliance):
+    """Ping-check: the first pool address answers a ping (configured by hand), so it is not offered."""
+    rogue = lab.names["rogue"]
+    lab.run(rogue, "ip", "addr", "add", "10.77.0.100/24", "dev", "eth0")
+    try:
+        a = appliance().start()
+        got = client(lab, "dora", "--mac", "52:54:00:12:34:70", *PXE_BIOS)
+        assert got["ack"]["yiaddr"] != "10.77.0.100" and got["ack"]["yiaddr"].startswith("10.77.0.1")
+        counters = a.health()["counters"]
+        assert counters["ping_conflicts"] == 1, counters
+        assert "10.77.0.100" not in {l.ip for l in a.store().leases() if l.state == "bound"}
+    finally:
+        lab.run(rogue, "ip", "addr", "del", "10.77.0.100/24", "dev", "eth0", check=False)
+
+
+def test_ping_check_off_offers_at_once(lab, appliance):
+    a = appliance(dhcp={"ping_timeout": 0}).start()
+    started = time.monotonic()
+    got = client(lab, "dora", "--mac", "52:54:00:12:34:71", *PXE_BIOS)
+    assert got["ack"]["yiaddr"] == "10.77.0.100"
+    assert "ping_conflicts" not in a.health()["counters"]
+    assert time.monotonic() - started < 5

@@ -49,6 +49,7 @@ class Decision:
     binding: Binding | None = None                   # store before the reply is sent
     enrol: Host | None = None                        # record this unknown MAC in hosts
     max_size: int = P.DEFAULT_MAX
+    probe: IPv4Address | None = None                 # ping-check this new address before the reply goes
 
 
 def _drop(reason: str) -> Decision:
@@ -65,6 +66,7 @@ class Policy:
         self.server_id = cfg.address
         self.home = cfg.subnet_for(cfg.address)
         self.proxy = cfg.dhcp.mode == "proxy"
+        self.ping_check = cfg.dhcp.ping_timeout > 0
         self.server_port = cfg.dhcp.port
         self.client_port = 68 if cfg.dhcp.port == 67 else cfg.dhcp.port + 1
         self.hint = cfg.hint_address.packed
@@ -130,12 +132,24 @@ class Policy:
             return _drop("pool_exhausted")
         current = self.book.for_mac(pkt.mac)
         # A client already bound to ip keeps its lease; otherwise hold the address briefly.
-        if not (current is not None and current.ip == ip and current.state == "bound"
-                and current.active(now)):
+        renewing = (current is not None and current.ip == ip and current.state == "bound"
+                    and current.active(now))
+        if not renewing:
             self.book.set(pkt.mac, ip, self._lease_name(pkt, host), now + OFFER_HOLD, "offered")
         reply = self._answer(pkt, P.OFFER, subnet, host, ip, lease=True)
+        # A pool address this client does not hold yet may have been taken by hand: ping it first.
+        probe = ip if self.ping_check and fixed is None and not renewing else None
         return Decision("offered", reply, self._dest(pkt, reply), enrol=self._enrol(pkt, host),
-                        max_size=pkt.max_size)
+                        max_size=pkt.max_size, probe=probe)
+
+    def in_use(self, arrival: Arrival, ip: IPv4Address, now: float | None = None) -> Decision:
+        """The address offered for arrival answered a ping: set it aside as a DECLINE would, decide again."""
+        now = self.clock() if now is None else now
+        current = self.book.for_mac(arrival.packet.mac)
+        subnet = self._subnet_of(ip)
+        if current is not None and current.ip == ip and subnet is not None:
+            self.book.release(current, now, "declined", hold=subnet.lease_time)
+        return self.decide(arrival, now)
 
     def _request(self, pkt: P.Packet, subnet: SubnetConfig, host: Host | None,
                  now: float) -> Decision:

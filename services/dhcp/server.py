@@ -18,6 +18,7 @@ from . import packet as P
 from .hosts import HostDirectory
 from .leases import Journal, LeaseBook, LeaseWriter
 from .policy import PROXY_PORT, Arrival, Decision, Policy
+from .ping import Pinger
 from .probe import PROBE_MAC, RogueServer, probe
 from .ra import RaResponder
 from .sockets import bound_udp
@@ -25,6 +26,7 @@ from .sockets import bound_udp
 BATCH = 256                 # datagrams handled per wake-up at most
 REPROBE_SECONDS = 300.0
 NOTIFY_SECONDS = 1.0        # at most one "leases changed" notification per second
+PING_TRIES = 3              # addresses pinged for one DISCOVER before it goes unanswered
 
 
 class DhcpService(Service):
@@ -45,6 +47,8 @@ class DhcpService(Service):
         self._notify_pending = False
         self.writer: LeaseWriter | None = None
         self.ra: RaResponder | None = None
+        self.pinger: Pinger | None = None
+        self._pinging: set[asyncio.Task] = set()
 
     # --- lifecycle -------------------------------------------------------------
     async def serve(self, ready) -> None:
@@ -79,12 +83,23 @@ class DhcpService(Service):
                 except OSError as exc:   # IPv6 off on this interface: PXE clients just wait longer
                     self.log.warning("not answering IPv6 router solicitations on %s: %s", cfg.interface, exc)
                     self.ra = None
+            if cfg.dhcp.mode == "server" and cfg.dhcp.ping_timeout > 0:
+                try:
+                    self.pinger = Pinger()
+                except OSError as exc:   # no raw sockets (not root): offer without the check
+                    self.log.warning("ping-check off (addresses are offered unprobed): %s", exc)
+                    self.policy.ping_check = False
             ready()
             while True:
                 await asyncio.sleep(self.reprobe_seconds)
                 if cfg.dhcp.mode != "proxy" and cfg.dhcp.probe_seconds > 0:
                     await self._reprobe()
         finally:
+            for task in list(self._pinging):
+                task.cancel()
+            if self.pinger is not None:
+                self.pinger.close()
+                self.pinger = None
             if self.ra is not None:
                 self.ra.stop(loop)
                 self.ra = None
@@ -120,7 +135,7 @@ class DhcpService(Service):
 
     # --- the hot path ----------------------------------------------------------
     def _readable(self, sock: socket.socket, port: int) -> None:
-        decisions: list[tuple[Decision, socket.socket]] = []
+        decisions: list[tuple[Decision, socket.socket, Arrival]] = []
         now = time.time()
         try:
             self.hosts.refresh()
@@ -144,25 +159,30 @@ class DhcpService(Service):
                 continue
             if pkt.chaddr == PROBE_MAC:
                 continue      # our own rogue-server probe
+            arrival = Arrival(pkt, port, source)
             try:
-                decision = self.policy.decide(Arrival(pkt, port, source), now)
+                decision = self.policy.decide(arrival, now)
             except Exception:
                 self.counters["policy_errors"] += 1
                 self.log.exception("policy failed on a packet from %s", source)
                 continue
             self.counters[decision.reason] += 1
-            decisions.append((decision, sock))
+            decisions.append((decision, sock, arrival))
         if decisions:
             self._commit_and_send(decisions)
 
-    def _commit_and_send(self, decisions: list[tuple[Decision, socket.socket]]) -> None:
+    def _commit_and_send(self, decisions: list[tuple[Decision, socket.socket, Arrival]]) -> None:
         enrolled = False
         waiting = []
-        for decision, sock in decisions:
+        for decision, sock, arrival in decisions:
             if decision.enrol is not None:
                 enrolled |= self._enrol(decision)
             if decision.binding is not None:
                 waiting.append((decision, sock))
+            elif decision.probe is not None and self.pinger is not None:
+                task = asyncio.get_running_loop().create_task(self._ping_then_offer(decision, sock, arrival))
+                self._pinging.add(task)
+                task.add_done_callback(self._pinging.discard)
             elif decision.reply is not None:
                 self._send(decision, sock)          # OFFERs, NAKs: nothing to store first
         if enrolled:
@@ -194,6 +214,20 @@ class DhcpService(Service):
         for decision, sock in waiting:
             if decision.reply is not None:
                 self._send(decision, sock)
+
+    async def _ping_then_offer(self, decision: Decision, sock: socket.socket, arrival: Arrival) -> None:
+        """Offer a new address only once it did not answer a ping; one that answers is set aside."""
+        for _ in range(PING_TRIES):
+            if decision.probe is None or not await self.pinger.answers(decision.probe, self.cfg.dhcp.ping_timeout):
+                break
+            self.counters["ping_conflicts"] += 1
+            self.log.warning("%s answers a ping but has no lease: set aside, offering another", decision.probe)
+            decision = self.policy.in_use(arrival, decision.probe, time.time())
+        else:
+            self.counters["ping_conflicts_gave_up"] += 1   # the client's next DISCOVER tries again
+            return
+        if decision.reply is not None:
+            self._send(decision, sock)
 
     def _enrol(self, decision: Decision) -> bool:
         try:
