@@ -237,3 +237,36 @@ def test_zone_follows_writes_from_another_process(dns):
         time.sleep(0.1)
     assert str(ask(port, "www8.cluster.test").rr[0].rdata) == "10.77.0.18"
     assert str(ask(port, "18.0.77.10.in-addr.arpa", "PTR").rr[0].rdata) == "www8.cluster.test."
+
+
+def test_refusals_echo_the_question(dns):
+    """A REFUSED answer carries the question it refuses (a bare header confused resolvers)."""
+    _, port, _ = dns
+    out = ask(port, "example.com")
+    assert out.header.rcode == RCODE.REFUSED and out.header.q == 1 and str(out.q.qname) == "example.com."
+
+
+def test_zone_transfers_are_refused(dns):
+    svc, port, _ = dns
+    for tcp in (False, True):
+        out = ask(port, "cluster.test", "AXFR", tcp=tcp)
+        assert out.header.rcode == RCODE.REFUSED and not out.rr and out.header.q == 1
+    assert svc.counters["refused_transfers"] == 2
+
+
+def test_edns_queries_get_an_opt_record_and_unknown_versions_badvers(dns):
+    from dnslib import EDNS0
+    _, port, _ = dns
+    q = DNSRecord.question("www1.cluster.test")
+    q.add_ar(EDNS0(udp_len=4096))
+    out = DNSRecord.parse(q.send("127.0.0.1", port, timeout=3))
+    assert str(out.rr[0].rdata) == "10.77.0.11"
+    opt = [r for r in out.ar if r.rtype == QTYPE.OPT]
+    assert len(opt) == 1 and opt[0].rclass == 1232
+    plain = ask(port, "www1.cluster.test")
+    assert not [r for r in plain.ar if r.rtype == QTYPE.OPT], "no OPT unless asked with EDNS"
+    q = DNSRecord.question("www1.cluster.test")
+    q.add_ar(EDNS0(version=1))
+    out = DNSRecord.parse(q.send("127.0.0.1", port, timeout=3))
+    opt = [r for r in out.ar if r.rtype == QTYPE.OPT]
+    assert not out.rr and len(opt) == 1 and (opt[0].ttl >> 24) == 1, "extended RCODE 16: BADVERS"

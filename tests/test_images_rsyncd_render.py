@@ -44,6 +44,8 @@ def test_modules_globals_and_access(tmp_path):
     assert g["use chroot"] == "yes" and g["numeric ids"] == "yes" and g["read only"] == "yes"
     assert g["max connections"] == "17" and g["lock file"] == str(c.run_dir / "rsyncd.lock")
     assert g["log file"] == str(c.log_dir / "rsyncd.log")
+    assert g["pid file"] == str(c.run_dir / "rsyncd.pid")
+    assert g["reverse lookup"] == "no", "no DNS lookup of every client (access is by address)"
     # Subnets, a known host outside them, loopback; never a host already inside a subnet twice.
     assert g["hosts allow"].split() == ["10.5.0.0/24", "10.6.0.0/16", "192.168.7.7", "127.0.0.1"]
     assert s["web"]["path"] == "/i/.versions/web/2"          # latest complete

@@ -162,21 +162,27 @@ class DnsService(Service):
             if exc.response is None:
                 self._count("dropped")
             return exc.response
+        if query.edns_version not in (None, 0):
+            self._count("badvers")
+            return wire.with_edns(wire.error_response(data, 0), query, wire.EXT_BADVERS)
+        if query.qtype in (wire.TYPE_AXFR, wire.TYPE_IXFR):
+            self._count("refused_transfers")          # the zone is ours to serve, not to hand out
+            return wire.error_response(data, wire.RCODE_REFUSED, query)
         resolver = self.resolver()
         reply = resolver.answer(query)
         if reply is not None:
             self._count("answered")
             if len(reply) >= 4 and reply[3] & 0x0F == wire.RCODE_NXDOMAIN:
                 self._count("nxdomain")
-            return reply
+            return wire.with_edns(reply, query)
         if self.upstreams:
             if len(self._tasks) >= MAX_FORWARDS:
                 self._count("forward_overload")
-                return wire.error_response(data, wire.RCODE_SERVFAIL)
+                return wire.error_response(data, wire.RCODE_SERVFAIL, query)
             self._count("forwarded")
             return self._forward(data)
         self._count("refused")
-        return wire.error_response(data, wire.RCODE_REFUSED)
+        return wire.error_response(data, wire.RCODE_REFUSED, query)
 
     async def _forward(self, data: bytes) -> bytes:
         loop = asyncio.get_running_loop()
