@@ -79,6 +79,7 @@ class HttpConfig:
     body_timeout: float = 60.0        # and its body within this after them
     keepalive_timeout: float = 15.0   # an idle kept-alive connection is closed after this
     max_connections_per_client: int = 32
+    install_timeout: float = 1800.0   # a running install with no report this long is marked failed
 
 
 @dataclass(frozen=True)
@@ -350,18 +351,19 @@ def parse(data: dict, source: Path | None = None) -> Config:
                       workers)
     http_t = _take(data, "http", "", dict, {})
     _check_keys(http_t, {"port", "header_timeout", "body_timeout", "keepalive_timeout",
-                         "max_connections_per_client"}, "http.")
+                         "max_connections_per_client", "install_timeout"}, "http.")
 
-    def seconds(key: str, default: float) -> float:
+    def seconds(key: str, default: float, most: float = 3600) -> float:
         value = float(_take(http_t, key, "http.", (int, float), default))
-        if not 0 < value <= 3600:
-            raise ConfigError(f"http.{key}: {value} must be more than 0 and at most 3600 seconds")
+        if not 0 < value <= most:
+            raise ConfigError(f"http.{key}: {value} must be more than 0 and at most {most:.0f} seconds")
         return value
     per_client = _take(http_t, "max_connections_per_client", "http.", int, 32)
     if not 1 <= per_client <= 65535:
         raise ConfigError(f"http.max_connections_per_client: {per_client} must be from 1 to 65535")
     http = HttpConfig(_port(http_t, "port", "http.", 8080), seconds("header_timeout", 10.0),
-                      seconds("body_timeout", 60.0), seconds("keepalive_timeout", 15.0), per_client)
+                      seconds("body_timeout", 60.0), seconds("keepalive_timeout", 15.0), per_client,
+                      seconds("install_timeout", 1800.0, most=7 * 86400))
     dns_t = _take(data, "dns", "", dict, {})
     _check_keys(dns_t, {"port", "upstream"}, "dns.")
     dns = DnsConfig(_port(dns_t, "port", "dns.", 53),
@@ -460,6 +462,7 @@ header_timeout = 10            # seconds for a request's headers (slow clients a
 body_timeout = 60              # seconds for its body
 keepalive_timeout = 15         # seconds an idle connection is kept
 max_connections_per_client = 32
+install_timeout = 1800         # seconds without a report before a running install is marked failed
 
 [dns]
 port = 53

@@ -172,9 +172,18 @@ class HttpService(Service):
                 await site.start()
                 self._binds.append(address)
             ready()
-            await asyncio.Event().wait()
+            while True:      # a machine powered off mid-install stops reporting: say so
+                await asyncio.sleep(min(60.0, http.install_timeout / 4))
+                self.fail_silent_installs()
         finally:
             await runner.cleanup()
+
+    def fail_silent_installs(self) -> None:
+        timeout = self.ctx.config.http.install_timeout
+        for run in self.ctx.store.fail_silent_installs(timeout):
+            self.counters["installs_timed_out"] = self.counters.get("installs_timed_out", 0) + 1
+            self.log.warning("%s: %s of %s marked failed, no report for %.0f s (powered off?)",
+                             run.hostname, run.kind, run.image or "-", timeout)
 
     def health(self) -> Health:
         guard = self.guard.counters if self.guard else {}

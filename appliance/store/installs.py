@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from .records import Install
 
-_COLUMNS = "id, hostname, image, kind, state, phase, percent, bytes, started, finished, log"
+_COLUMNS = "id, hostname, image, kind, state, phase, percent, bytes, started, finished, log, updated"
 LOG_LIMIT = 256 * 1024  # keep the tail of a run's log in the table; full logs go to log_dir
 
 
 class InstallsMixin:
     def start_install(self, hostname: str, image: str | None, kind: str = "install") -> int:
         with self.tx() as db:
-            cur = db.execute("INSERT INTO installs (hostname, image, kind, started) VALUES (?,?,?,?)",
-                             (hostname, image, kind, self.now()))
+            now = self.now()
+            cur = db.execute("INSERT INTO installs (hostname, image, kind, started, updated) VALUES (?,?,?,?,?)",
+                             (hostname, image, kind, now, now))
             return cur.lastrowid
 
     def current_install(self, hostname: str) -> Install | None:
@@ -22,13 +23,26 @@ class InstallsMixin:
     def update_install(self, install_id: int, *, phase: str | None = None, percent: float | None = None,
                        bytes_done: int | None = None, state: str | None = None,
                        log_append: str = "") -> None:
-        finished = self.now() if state in ("succeeded", "failed") else None
+        now = self.now()
+        finished = now if state in ("succeeded", "failed") else None
         with self.tx() as db:
             db.execute(
                 "UPDATE installs SET phase=coalesce(?, phase), percent=coalesce(?, percent), "
                 "bytes=coalesce(?, bytes), state=coalesce(?, state), finished=coalesce(?, finished), "
-                "log=substr(log || ?, -?) WHERE id=?",
-                (phase, percent, bytes_done, state, finished, log_append, LOG_LIMIT, install_id))
+                "log=substr(log || ?, -?), updated=? WHERE id=?",
+                (phase, percent, bytes_done, state, finished, log_append, LOG_LIMIT, now, install_id))
+
+    def fail_silent_installs(self, silent_for: float) -> list[Install]:
+        """Mark failed every running run with no report for silent_for seconds (its machine went away)."""
+        now = self.now()
+        with self.tx() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM installs WHERE state='running' "
+                              "AND coalesce(updated, started) < ?", (now - silent_for,)).fetchall()
+            note = f"\n[appliance] no report for {silent_for:.0f} s: marked failed (the next boot retries)\n"
+            for row in rows:
+                db.execute("UPDATE installs SET state='failed', finished=?, log=substr(log || ?, -?) WHERE id=?",
+                           (now, note, LOG_LIMIT, row["id"]))
+        return [Install(**dict(r)) for r in rows]
 
     def installs(self, limit: int = 200) -> list[Install]:
         return [Install(**dict(r)) for r in self.query(

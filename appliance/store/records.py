@@ -43,6 +43,7 @@ class Install:
     started: float
     finished: float | None
     log: str
+    updated: float | None = None     # its last report (None: rows from before schema 3)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -65,6 +65,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE hosts ADD COLUMN console TEXT;
     ALTER TABLE installs ADD COLUMN kind TEXT NOT NULL DEFAULT 'install';
     """,
+    # 3: when a run last reported, so one whose machine went silent can be marked failed.
+    """
+    ALTER TABLE installs ADD COLUMN updated REAL;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
