@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from services.children import die_with_parent
+
 from .config import IP_METHODS, Config
 from .images import ImageError, ImageStore, break_links, check_image_name, clone_tree
 
@@ -239,7 +241,8 @@ def run_rsync(cmd: list[str], env: dict, on_progress: ProgressFn | None) -> tupl
     the helper process it forked goes too, instead of holding the pipe open.
     """
     with tempfile.TemporaryFile() as errf:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=errf, start_new_session=True,
+                                preexec_fn=die_with_parent)   # a killed getimage leaves no rsync writing
         out_lines: list[str] = []
         buf = b""
 

@@ -55,3 +55,16 @@ def test_an_address_that_answers_is_set_aside_and_another_offered(store):  # noq
     assert second.reason == "offered" and second.probe == second.reply.yiaddr != first.probe
     other = pol.decide(Arrival(req(P.DISCOVER, "52:54:00:00:00:32")))
     assert other.reply.yiaddr not in (first.probe, second.probe), "the answering address stays aside"
+
+
+def test_every_outcome_the_policy_gives_is_a_listed_reason():
+    """REASONS is what the fuzz campaign adds up: a reason missing from it would hide dropped datagrams."""
+    import ast
+    from pathlib import Path
+    from services.dhcp import policy
+    given = set()
+    for node in ast.walk(ast.parse(Path(policy.__file__).read_text())):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("Decision", "_drop")
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            given.add(node.args[0].value)
+    assert "offered" in given and given <= set(policy.REASONS), given - set(policy.REASONS)

@@ -252,23 +252,38 @@ def test_a_new_mount_on_the_golden_client_is_left_out(env):
     env.getimage("web", "--update")
 
 
-def test_interrupted_pull_leaves_current_version(env):
-    (env.root / "usr/lib/new-big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+def _slow_pull(env) -> tuple[subprocess.Popen, int]:
+    """A getimage of web throttled to 500 KB/s, and the rsync it started."""
     cmd = ["ip", "netns", "exec", env.appl, *SI, "getimage", "--config", str(env.config), "--golden-client",
            GOLD, "--image", "web", "--secret", env.secret, "--yes", "--no-progress", "--port", "1873",
            "--bwlimit", "500"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        # The rsync that getimage started (ip netns exec execs, so si is proc.pid).
+        for child in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split():
+            if open(f"/proc/{child}/comm").read().strip() == "rsync" and b"--bwlimit=500" in \
+                    open(f"/proc/{child}/cmdline", "rb").read():
+                return proc, int(child)
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("getimage never started rsync")
+
+
+def _current_is_still_web2(env) -> None:
+    store = env.store()
+    assert store.image_version("web", 3)["state"] == "incomplete"
+    assert store.latest_image_version("web")["version"] == 2
+    assert os.path.realpath(env.state / "images/web").endswith("/web/2")
+    assert (env.state / "images/web/etc/hostname").read_text() == "golden-updated\n"
+    conf = (env.state / "run/rsyncd.conf").read_text()
+    assert "[web@3]" not in conf and "[web@2]" in conf
+
+
+def test_interrupted_pull_leaves_current_version(env):
+    (env.root / "usr/lib/new-big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    proc, rsync_pid = _slow_pull(env)
     try:
-        rsync_pid = None
-        deadline = time.time() + 30
-        while time.time() < deadline and rsync_pid is None:
-            # The rsync that getimage started (ip netns exec execs, so si is proc.pid).
-            for child in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split():
-                if open(f"/proc/{child}/comm").read().strip() == "rsync" and b"--bwlimit=500" in \
-                        open(f"/proc/{child}/cmdline", "rb").read():
-                    rsync_pid = int(child)
-            time.sleep(0.1)
-        assert rsync_pid, "getimage never started rsync"
         time.sleep(1.5)  # mid-transfer
         os.kill(rsync_pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
@@ -277,13 +292,32 @@ def test_interrupted_pull_leaves_current_version(env):
             proc.kill()
     assert proc.returncode == 2, out + err
     assert "web@3 is left incomplete" in err and "still web@2" in err, err
-    store = env.store()
-    assert store.image_version("web", 3)["state"] == "incomplete"
-    assert store.latest_image_version("web")["version"] == 2
-    assert os.path.realpath(env.state / "images/web").endswith("/web/2")
-    assert (env.state / "images/web/etc/hostname").read_text() == "golden-updated\n"
-    conf = (env.state / "run/rsyncd.conf").read_text()
-    assert "[web@3]" not in conf and "[web@2]" in conf
+    _current_is_still_web2(env)
+
+
+def test_kill_9_of_getimage_leaves_no_rsync_writing_and_current_version(env):
+    """kill -9 of getimage itself: its rsync goes too (it would keep writing into web@3, which the next
+    pull reuses), and nothing half-made becomes current."""
+    proc, rsync_pid = _slow_pull(env)
+    try:
+        time.sleep(1.5)
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.time() + 5
+        while time.time() < deadline and os.path.exists(f"/proc/{rsync_pid}"):
+            state = open(f"/proc/{rsync_pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.05)
+        alive = os.path.exists(f"/proc/{rsync_pid}") and \
+            open(f"/proc/{rsync_pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        assert not alive, "getimage's rsync outlived it"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if os.path.exists(f"/proc/{rsync_pid}"):
+            os.kill(rsync_pid, signal.SIGKILL)
+    _current_is_still_web2(env)
 
 
 def test_managed_daemon_serves_images_and_refuses_outsiders(env):

@@ -29,6 +29,19 @@ _PXE_DISCOVERY_CONTROL = bytes((6, 1, 8, 255))
 _IPXE_NO_PXEDHCP = bytes((176, 1, 1))
 
 
+# Every outcome decide() can give a datagram, each a counter of the service: with
+# dropped_malformed (the codec's), policy_errors and ignored_own_probe (the
+# server's) they account for every datagram received.
+REASONS = (
+    "offered", "proxy_offered", "acked", "naked", "released", "declined", "informed",
+    "pool_exhausted", "reserved_address_in_use",
+    "dropped_malformed_inform", "dropped_malformed_request", "dropped_no_subnet", "dropped_not_ethernet",
+    "dropped_not_request", "dropped_proxy_port", "dropped_unexpected_type",
+    "ignored_foreign_decline", "ignored_foreign_release", "ignored_not_pxe", "ignored_other_server",
+    "ignored_proxy", "ignored_unknown_client",
+)
+
+
 class Directory(Protocol):
     def host_by_mac(self, mac: str) -> Host | None: ...
     def host_by_ip(self, ip: str) -> Host | None: ...

@@ -158,7 +158,8 @@ class DhcpService(Service):
                 self.log.debug("malformed from %s: %s", source, exc)
                 continue
             if pkt.chaddr == PROBE_MAC:
-                continue      # our own rogue-server probe
+                self.counters["ignored_own_probe"] += 1      # our own rogue-server probe
+                continue
             arrival = Arrival(pkt, port, source)
             try:
                 decision = self.policy.decide(arrival, now)

@@ -9,7 +9,6 @@ restart is needed and transfers in flight are never cut.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from appliance.service import Context, Endpoint, Health, Service
+from services.children import die_with_parent
 
 from . import render
 
@@ -41,15 +41,6 @@ def listening(pid: int, port: int) -> bool:
             if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 return True
     return False
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the appliance dies, even by SIGKILL (no orphan on the port)."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -122,7 +113,7 @@ class RsyncdService(Service):
         self.proc = await asyncio.create_subprocess_exec(
             rsync, "--daemon", "--no-detach", f"--config={conf}",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
         self.counters["starts"] += 1
         proc = self.proc
         stderr = asyncio.create_task(proc.stderr.read(64 * 1024))
