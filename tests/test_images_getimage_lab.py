@@ -270,6 +270,14 @@ def _slow_pull(env) -> tuple[subprocess.Popen, int]:
     raise AssertionError("getimage never started rsync")
 
 
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _current_is_still_web2(env) -> None:
     store = env.store()
     assert store.image_version("web", 3)["state"] == "incomplete"
@@ -304,19 +312,14 @@ def test_kill_9_of_getimage_leaves_no_rsync_writing_and_current_version(env):
         proc.kill()
         proc.wait(timeout=10)
         deadline = time.time() + 5
-        while time.time() < deadline and os.path.exists(f"/proc/{rsync_pid}"):
-            state = open(f"/proc/{rsync_pid}/stat").read().rsplit(")", 1)[1].split()[0]
-            if state == "Z":
-                break
+        while time.time() < deadline and _running(rsync_pid):
             time.sleep(0.05)
-        alive = os.path.exists(f"/proc/{rsync_pid}") and \
-            open(f"/proc/{rsync_pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-        assert not alive, "getimage's rsync outlived it"
+        assert not _running(rsync_pid), "getimage's rsync outlived it"
     finally:
         if proc.poll() is None:
             proc.kill()
-        if os.path.exists(f"/proc/{rsync_pid}"):
-            os.kill(rsync_pid, signal.SIGKILL)
+        if _running(rsync_pid):
+            os.kill(rsync_pid, signal.SIGKILL)     # the orphan this test found: not left behind
     _current_is_still_web2(env)
 
 
