@@ -110,30 +110,33 @@ def _fire(lab, port: int, batch: list[bytes]) -> None:
             str(path))
 
 
-def _settled(lab, service: str, key: str, want: int) -> dict:
+def _fire_and_account(lab, service: str, port: int, batch: list[bytes], received: str, outcomes) -> None:
+    """Send a batch; every datagram is received and lands in exactly one outcome counter."""
+    sent = [d for d in batch if d]
+    before = _counters(lab, service)
+    _fire(lab, port, sent)
     deadline = time.time() + 5
     while True:
-        counters = _counters(lab, service)
-        if counters.get(key, 0) >= want or time.time() > deadline:
-            return counters
+        after = _counters(lab, service)
+        if after.get(received, 0) - before.get(received, 0) >= len(sent) or time.time() > deadline:
+            break
         time.sleep(0.1)
+    moved = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    assert moved.get(received, 0) == len(sent), moved
+    assert sum(moved.get(k, 0) for k in outcomes) == len(sent), moved
 
 
-def _delta(after: dict, before: dict, keys) -> int:
-    return sum(after.get(k, 0) - before.get(k, 0) for k in keys)
+DHCP_OUTCOMES = ("dropped_malformed", "policy_errors", "ignored_own_probe", *REASONS)
+TFTP_OUTCOMES = ("malformed", "not_a_request", "requests")
+DNS_OUTCOMES = ("refused_clients", "malformed", "badvers", "refused_transfers", "answered", "forward_overload",
+                "forwarded", "refused")
 
 
 @CAMPAIGN
 @given(batch=st.lists(mutated(DHCP_SEED), min_size=BATCH, max_size=BATCH))
 def test_dhcp_survives_mutated_discovers(live, batch):
-    sent = [d for d in batch if d]
-    before = _counters(live, "dhcp")
-    _fire(live, 67, sent)
-    after = _settled(live, "dhcp", "received", before.get("received", 0) + len(sent))
-    assert _delta(after, before, ["received"]) == len(sent)
-    outcomes = ["dropped_malformed", "policy_errors", "ignored_own_probe", *REASONS]
-    assert _delta(after, before, outcomes) == len(sent), {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    assert after.get("policy_errors", 0) == 0
+    _fire_and_account(live, "dhcp", 67, batch, "received", DHCP_OUTCOMES)
+    assert _counters(live, "dhcp").get("policy_errors", 0) == 0
     got = live.run(live.fuzz["cli"], sys.executable, str(HERE / "dhcp_client.py"), "dora", "--mac",
                    "52:54:00:f0:00:01", timeout=60, check=False)
     assert got.returncode == 0 and json.loads(got.stdout.splitlines()[-1])["ack"], got.stderr[-2000:]
@@ -142,12 +145,7 @@ def test_dhcp_survives_mutated_discovers(live, batch):
 @CAMPAIGN
 @given(batch=st.lists(mutated(TFTP_SEED), min_size=BATCH, max_size=BATCH))
 def test_tftp_survives_mutated_requests(live, batch):
-    sent = [d for d in batch if d]
-    before = _counters(live, "tftp")
-    _fire(live, 69, sent)
-    after = _settled(live, "tftp", "datagrams", before.get("datagrams", 0) + len(sent))
-    assert _delta(after, before, ["datagrams"]) == len(sent)
-    assert _delta(after, before, ["malformed", "not_a_request", "requests"]) == len(sent)
+    _fire_and_account(live, "tftp", 69, batch, "datagrams", TFTP_OUTCOMES)
     got = live.run(live.fuzz["fuzzer"], "curl", "-s", "--max-time", "10", "tftp://10.77.0.1/hello.txt",
                    check=False)
     assert got.stdout == "hello from the appliance\n", got.stderr
@@ -156,14 +154,7 @@ def test_tftp_survives_mutated_requests(live, batch):
 @CAMPAIGN
 @given(batch=st.lists(mutated(DNS_SEED), min_size=BATCH, max_size=BATCH))
 def test_dns_survives_mutated_queries(live, batch):
-    sent = [d for d in batch if d]
-    before = _counters(live, "dns")
-    _fire(live, 53, sent)
-    after = _settled(live, "dns", "queries", before.get("queries", 0) + len(sent))
-    assert _delta(after, before, ["queries"]) == len(sent)
-    outcomes = ["refused_clients", "malformed", "badvers", "refused_transfers", "answered", "forward_overload",
-                "forwarded", "refused"]
-    assert _delta(after, before, outcomes) == len(sent), {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    _fire_and_account(live, "dns", 53, batch, "queries", DNS_OUTCOMES)
     got = live.run(live.fuzz["fuzzer"], "dig", "@10.77.0.1", "+tries=2", "+time=2", "+short",
                    "lab.example", "SOA", check=False)
     assert "lab.example." in got.stdout
