@@ -145,27 +145,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_progress_posts_json_with_only_new_log_text(tmp_path):
-    """si_post against a real HTTP server on loopback, through busybox wget."""
+def _httpd(tmp_path, port: int, events):
+    """The test's HTTP server (it records each POST to events), once it listens."""
+    import socket
     import subprocess
     import sys
     import time
     from pathlib import Path
-
-    port, events = _free_port(), tmp_path / "events.jsonl"
     www = tmp_path / "www"
-    www.mkdir()
+    www.mkdir(exist_ok=True)
     server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "bootimage_httpd.py"),
                                "127.0.0.1", str(port), str(www), str(events)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return server
+
+
+def test_the_final_report_waits_for_a_restarting_appliance(tmp_path):
+    """Until the appliance hears of the success the host stays marked for install: keep telling it."""
+    import threading
+    import time
+    port, events = _free_port(), tmp_path / "events.jsonl"
+    servers = []
+    later = threading.Timer(2.5, lambda: servers.append(_httpd(tmp_path, port, events)))
+    later.start()
+    env = {"IMAGESERVER": "127.0.0.1", "SI_HTTP_PORT": str(port), "HOSTNAME": "node7",
+           "SI_FINAL_WAIT": "1", "SI_FINAL_TRIES": "20"}
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                import socket
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        proc = run_functions('si_post_final succeeded done 100 || exit 9', env=env, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        later.join()
+        for server in servers:
+            server.terminate()
+            server.wait()
+    posts = [json.loads(line)["body"] for line in events.read_text().splitlines()]
+    assert [(p["state"], p["percent"]) for p in posts] == [("succeeded", 100)]
+    assert "the appliance does not answer; reporting again in 1 s" in posts[0]["log"]
+    started = time.monotonic()
+    gone = run_functions('si_post_final failed x', env={**env, "SI_FINAL_TRIES": "2"}, tmp=tmp_path)
+    assert gone.returncode == 1 and time.monotonic() - started < 10, "it gives up after its tries"
+
+
+def test_progress_posts_json_with_only_new_log_text(tmp_path):
+    """si_post against a real HTTP server on loopback, through busybox wget."""
+    port, events = _free_port(), tmp_path / "events.jsonl"
+    server = _httpd(tmp_path, port, events)
+    try:
         env = {"IMAGESERVER": "127.0.0.1", "SI_HTTP_PORT": str(port), "HOSTNAME": "node7"}
         proc = run_functions(
             'si_say "first \\"line\\""; si_post running partition 12 3456 || exit 9\n'

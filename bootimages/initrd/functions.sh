@@ -241,6 +241,20 @@ si_number() {
     case "$1" in ''|*[!0-9]*) echo "${2:-0}" ;; *) echo "$1" ;; esac
 }
 
+# si_post_final STATE PHASE [PERCENT]: the run's last word (succeeded or failed). The
+# appliance may be restarting right then, and until it hears of the success the host
+# stays marked for install (its next network boot would install it again): so keep
+# trying, SI_FINAL_TRIES times SI_FINAL_WAIT seconds apart (5 minutes by default).
+si_post_final() {
+    _tries=$(si_number "$SI_FINAL_TRIES" 60)
+    while ! si_post "$@"; do
+        _tries=$((_tries - 1))
+        [ "$_tries" -gt 0 ] || return 1
+        si_say "the appliance does not answer; reporting again in $(si_number "$SI_FINAL_WAIT" 5) s"
+        sleep "$(si_number "$SI_FINAL_WAIT" 5)"
+    done
+}
+
 # si_post STATE PHASE [PERCENT] [BYTES]: POST progress JSON with the log text (a
 # missing number goes as null, so the appliance keeps what it had)
 # written since the last successful post. Best effort: returns 1 on failure.
