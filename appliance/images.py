@@ -149,6 +149,23 @@ class ImageStore:
         if target.update:
             _remove_tree(target.write_to)
 
+    def reconcile(self) -> list[str]:
+        """Point every image's link at its newest complete version; the images whose link was wrong.
+
+        The store says which version is current; the link follows it. A getimage
+        killed between the two (after the commit, before the link) left it behind.
+        """
+        fixed = []
+        for image in self.store.images():
+            name = image["name"]
+            link, current = self.current_link(name), self.current(name)
+            want = os.path.relpath(current["path"], link.parent) if current else None
+            have = os.readlink(link) if link.is_symlink() else None
+            if want != have:
+                self.point_current(name)
+                fixed.append(name)
+        return fixed
+
     def point_current(self, image: str) -> Path | None:
         """Point images/NAME at the newest complete version (or remove it if none)."""
         link = self.current_link(image)

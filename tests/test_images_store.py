@@ -65,6 +65,23 @@ def test_versions_only_complete_ones_become_current(images):
     assert (row["golden_client"], row["ip_method"], row["post_install"]) == ("gc", "static", "beep")
 
 
+def test_a_commit_killed_before_its_link_is_mended_by_reconcile(images, monkeypatch):
+    """kill -9 between the store's commit and the link: the store is the truth, the link follows at si up."""
+    t1 = images.begin("web")
+    images.commit(t1, 0)
+    t2 = images.begin("web")
+    (t2.path / "f").write_text("two")
+    monkeypatch.setattr(images, "point_current", lambda image: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):      # the process dies right after the store's commit
+        images.commit(t2, 3)
+    monkeypatch.undo()
+    assert images.current("web")["version"] == 2
+    assert os.path.realpath(images.current_link("web")) == str(t1.path), "the link lags"
+    assert images.reconcile() == ["web"]
+    assert os.path.realpath(images.current_link("web")) == str(t2.path)
+    assert images.reconcile() == [], "nothing to mend twice"
+
+
 def test_update_swaps_a_staged_copy(images):
     t1 = images.begin("web")
     (t1.path / "f").write_text("old")

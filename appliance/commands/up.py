@@ -5,6 +5,7 @@ import asyncio
 import logging
 
 from .. import bootconfig, netcheck
+from ..images import ImageStore
 from ..service import Context
 from ..supervisor import Supervisor, build_services
 from ._common import CliError, add_config_arg, load_config, open_store
@@ -42,6 +43,8 @@ def up(args) -> int:
     ctx = make_context(checked_config(args))
     ctx.force = args.force  # --force also overrides the DHCP rogue-server refusal
     bootconfig.prepare_boot_root(ctx.config)
+    for image in ImageStore(ctx.config, ctx.store).reconcile():
+        log.warning("image %s: its link lagged the store (a getimage was killed mid-commit); fixed", image)
 
     def reload() -> Context:
         new = make_context(checked_config(args))
