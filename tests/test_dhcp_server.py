@@ -322,3 +322,42 @@ def test_ping_check_off_offers_at_once(lab, appliance):
     assert got["ack"]["yiaddr"] == "10.77.0.100"
     assert "ping_conflicts" not in a.health()["counters"]
     assert time.monotonic() - started < 5
+
+
+def test_a_full_or_read_only_state_disk_withholds_acks_and_loses_nothing(lab, appliance, tmp_path):
+    """The state directory's file system full, then read-only, during lease writes: no ACK goes out
+    for a lease that could not be stored, the appliance goes on answering, and the leases already
+    stored are intact; once there is room (or it is writable) again, DHCP works as before."""
+    state = tmp_path / "state0"           # the first appliance() of this test lives here
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)], check=True)
+    try:
+        a = appliance(dhcp={"ping_timeout": 0}).start()
+        first = client(lab, "dora", "--mac", "52:54:00:0f:00:01", *PXE_BIOS)["ack"]
+        assert first, "DHCP works before the disk fills"
+        with open(state / "filler", "wb") as filler:        # fill the file system to the last block
+            try:
+                while True:
+                    filler.write(b"\0" * (1 << 20))
+                    filler.flush()
+            except OSError:
+                pass
+        for mac in ("52:54:00:0f:00:02", "52:54:00:0f:00:03"):
+            got = client(lab, "dora", "--mac", mac, *PXE_BIOS, "--timeout", "2")
+            assert got["offer"] and got["ack"] is None, "no ACK for a lease that was not stored"
+        assert a.health()["counters"]["store_failed"] >= 1
+        (state / "filler").unlink()
+        second = client(lab, "dora", "--mac", "52:54:00:0f:00:02", *PXE_BIOS)["ack"]
+        assert second, "room again: DHCP stores and ACKs"
+        subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
+        got = client(lab, "dora", "--mac", "52:54:00:0f:00:04", *PXE_BIOS, "--timeout", "2")
+        assert got["offer"] and got["ack"] is None, "read-only: no ACK either"
+        subprocess.run(["mount", "-o", "remount,rw", str(state)], check=True)
+        assert client(lab, "dora", "--mac", "52:54:00:0f:00:04", *PXE_BIOS)["ack"]
+        leases = {l.mac: l.ip for l in a.store().leases()}
+        assert leases["52:54:00:0f:00:01"] == first["yiaddr"] and leases["52:54:00:0f:00:02"] == second["yiaddr"]
+        assert a.proc.poll() is None, "the appliance kept running"
+    finally:
+        for made in list(getattr(appliance, "made", [])):
+            made.stop()
+        subprocess.run(["umount", "-l", str(state)], check=False)
