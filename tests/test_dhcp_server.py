@@ -338,13 +338,13 @@ def test_a_full_or_read_only_state_disk_withholds_acks_and_loses_nothing(lab, ap
         a = appliance(dhcp={"ping_timeout": 0}).start()
         first = client(lab, "dora", "--mac", "52:54:00:0f:00:01", *PXE_BIOS)["ack"]
         assert first, "DHCP works before the disk fills"
-        with open(state / "filler", "wb") as filler:        # fill the file system to the last block
-            try:
-                while True:
-                    filler.write(b"\0" * (1 << 20))
-                    filler.flush()
-            except OSError:
-                pass
+        with open(state / "filler", "wb", buffering=0) as filler:    # fill the file system to the last block
+            for chunk in (1 << 20, 4096, 512):
+                try:
+                    while True:
+                        filler.write(b"\0" * chunk)
+                except OSError:
+                    pass
         acked = {"52:54:00:0f:00:01": first["yiaddr"]}
 
         def until_unacked(prefix: str) -> str:
