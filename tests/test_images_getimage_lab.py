@@ -323,6 +323,30 @@ def test_kill_9_of_getimage_leaves_no_rsync_writing_and_current_version(env):
     _current_is_still_web2(env)
 
 
+def test_a_full_image_disk_fails_the_pull_clearly_and_damages_nothing(env):
+    """The image store's file system full during getimage: a one-line error naming the cause, the new
+    image's version left incomplete and never current, the other images untouched."""
+    versions = env.state / "images/.versions/small"
+    versions.mkdir(parents=True)
+    disk = env.tmp / "small.ext4"
+    subprocess.run(["truncate", "-s", "6M", str(disk)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(disk)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(disk), str(versions)], check=True)
+    try:
+        out = env.getimage("small", check=False)
+        assert out.returncode == 2, out.stdout + out.stderr
+        said = out.stderr.strip().splitlines()
+        assert len(said) == 1 and "No space left on device" in said[0] and "small@1 is left incomplete" in said[0], said
+        store = env.store()
+        assert store.image_version("small", 1)["state"] == "incomplete" and store.latest_image_version("small") is None
+        assert not (env.state / "images/small").exists(), "nothing half-made became current"
+        assert "[small" not in (env.state / "run/rsyncd.conf").read_text()
+        _current_is_still_web2(env)
+    finally:
+        subprocess.run(["umount", "-l", str(versions)], check=False)
+    env.si("images", "delete", "small")
+
+
 def test_managed_daemon_serves_images_and_refuses_outsiders(env):
     up = env.lab.popen(env.appl, *SI, "up", "--config", str(env.config), cwd=REPO,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
