@@ -17,8 +17,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from services.atomicfile import write_atomic
+from services.names import valid_domain, valid_image_name
+
 from .autoinstall.render import write_master_script
-from .config import Config, Pool, valid_domain, valid_image_name
+from .config import Config, Pool
 from .store.records import Host
 
 MAX_CLIENTS = 65536

@@ -13,11 +13,11 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from services.names import valid_domain
+
 DEFAULT_PATH = Path("/etc/systemimager/appliance.toml")
 SERVICE_NAMES = ("dhcp", "tftp", "dns", "http", "rsyncd")
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
-_HOSTNAME_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-IMAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 # Linux console= values: ttyS0, ttyS1,115200n8, ttyAMA0,115200, hvc0 ...
 CONSOLE = re.compile(r"^(?P<dev>tty[A-Za-z]{0,6}(?P<unit>\d{1,3})|hvc\d{1,2})"
                      r"(?:,(?P<speed>\d{3,7})[noe]?[5-8]?r?)?$")
@@ -213,16 +213,6 @@ def _positive(table: dict, key: str, prefix: str, default: int | float, kind=int
     if value <= 0:
         raise ConfigError(f"{prefix}{key}: must be greater than 0, got {value}")
     return value
-
-
-def valid_image_name(name: object) -> bool:
-    """Image names become directory, rsync module and script names: no '/', no '..'."""
-    return isinstance(name, str) and bool(IMAGE_NAME.match(name)) and ".." not in name
-
-
-def valid_domain(name: str) -> bool:
-    labels = name.lower().rstrip(".").split(".")
-    return len(name) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in labels)
 
 
 def _parse_pool(text: Any, key: str, network: IPv4Network) -> Pool:

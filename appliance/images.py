@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .config import Config, valid_image_name
+from services.names import valid_image_name
+
+from .config import Config
 
 VERSIONS = ".versions"
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from services.atomicfile import write_atomic
 
-from ..config import Config, valid_image_name
+from services.names import valid_image_name
+
+from ..config import Config
 from .plan import InstallPlan, build_plan
 
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")

@@ -6,8 +6,9 @@ autoinstall entry; unknown machines and installed hosts boot their own disk.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
+
+from services.names import is_host_label, valid_image_name
 
 from ..config import CONSOLE, Config
 from ..store.records import Host
@@ -18,8 +19,6 @@ INITRD = "systemimager/initrd.img"
 log = logging.getLogger("si.bootconfig")
 
 # What may reach a kernel command line or a loader script unquoted.
-_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,13 @@ def parse_console(value: str | None) -> SerialConsole | None:
 def decide(host: Host | None, cfg: Config) -> BootEntry:
     if host is None:
         return BootEntry("local", "unknown machine: boot the local disk")
-    if not _HOSTNAME.match(host.hostname or ""):
+    if not is_host_label((host.hostname or "").lower()):
         # Names reach comments, echo lines and the kernel command line: never unchecked.
         log.warning("host %r: name not usable on a kernel command line; booting it locally", host.hostname)
         return BootEntry("local", "host name not usable on a kernel command line: boot the local disk")
     if host.netboot != "install":
         return BootEntry("local", f"{host.hostname} is installed: boot the local disk", host.hostname)
-    if not host.image or not _IMAGE.match(host.image) or ".." in host.image:
+    if not host.image or not valid_image_name(host.image):
         return BootEntry("local", f"{host.hostname} has no (valid) image assigned: boot the local disk",
                          host.hostname)
     serial = parse_console(host.console or cfg.console_for(host.grp))

@@ -39,7 +39,7 @@ def set_host(args) -> int:
     from dataclasses import replace
     from services.dhcp.addresses import why_unassignable
 
-    from ..config import valid_domain, valid_image_name
+    from services.names import valid_domain, valid_image_name
     from ..store.records import Host, normalise_mac
     cfg = load_config(args)
     store = open_store(cfg)

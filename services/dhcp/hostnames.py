@@ -3,14 +3,11 @@
 A name a client sends is only a suggestion: it must be one DNS label of
 letters, digits and hyphens; anything else (newline, quote, NUL, invalid
 UTF-8, over 63 bytes) is dropped, and names that hijack other clients
-(wpad, localhost, isatap) are never accepted.
+(services.names.RESERVED_HOSTNAMES) are never accepted.
 """
 from __future__ import annotations
 
-import re
-
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-FORBIDDEN = frozenset({"wpad", "localhost", "isatap", "localdomain"})
+from services.names import RESERVED_HOSTNAMES, is_host_label
 
 
 def sanitise(raw: bytes | None) -> str | None:
@@ -23,8 +20,8 @@ def sanitise(raw: bytes | None) -> str | None:
         return None
     text = text.rstrip(".").lower()
     label = text.split(".", 1)[0]
-    if not _LABEL.fullmatch(label) or label in FORBIDDEN:
+    if not is_host_label(label) or label in RESERVED_HOSTNAMES:
         return None
-    if "." in text and not all(_LABEL.fullmatch(part) for part in text.split(".")):
+    if "." in text and not all(is_host_label(part) for part in text.split(".")):
         return None
     return label

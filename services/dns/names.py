@@ -6,11 +6,7 @@ skipped rather than repaired, so a client can never steer what gets published.
 """
 from __future__ import annotations
 
-import re
-
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-# Names that hijack clients when published (WPAD proxy discovery, loopback).
-RESERVED = frozenset({"wpad", "localhost"})
+from services.names import RESERVED_HOSTNAMES, is_host_label
 
 
 def sanitise_hostname(raw: str | bytes | None, domain: str) -> str | None:
@@ -28,6 +24,6 @@ def sanitise_hostname(raw: str | bytes | None, domain: str) -> str | None:
         name = name[: -len(suffix)]
     # A client's FQDN in another domain: its first label is its short name.
     name = name.split(".", 1)[0]
-    if not _LABEL.match(name) or name in RESERVED:
+    if not is_host_label(name) or name in RESERVED_HOSTNAMES:
         return None
     return name

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from appliance.config import Config, valid_image_name
+from appliance.config import Config
+from services.names import valid_image_name
 
 from ..atomicfile import write_atomic
 from ..templating import environment
