@@ -74,6 +74,13 @@ class Store(HostsMixin, LeasesMixin, ImagesMixin, InstallsMixin, EventsMixin):
                 raise
             self.db.execute("COMMIT")
 
+    def data_version(self) -> int:
+        """A number that moves whenever another connection (another process, or a writer thread)
+        commits: the one way to ask "has someone else written?" (this connection's own writes are
+        announced with Context.changed instead)."""
+        with self._lock:
+            return self.db.execute("PRAGMA data_version").fetchone()[0]
+
     def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self.db.execute(sql, args).fetchall()

@@ -1,9 +1,9 @@
 """The hosts table as the DHCP hot path sees it: an in-memory copy kept fresh.
 
 Looking a MAC up in SQLite for every packet costs more than the rest of the
-decision, so the policy reads this copy. It reloads when the table's
-fingerprint (row count, latest update) moves, which catches other processes
-too, or when this process says hosts changed (Context.changed("hosts")).
+decision, so the policy reads this copy. It reloads when another connection committed
+(the store's data_version: `si hosts set` in another process), or when this
+process says hosts changed (Context.changed("hosts")).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class HostDirectory:
         self.store = store
         self.by_mac: dict[str, Host] = {}
         self.by_ip: dict[str, Host] = {}
-        self._version: tuple | None = None
+        self._version: int | None = None
         self._dirty = True
         self._checked = 0.0
 
@@ -33,7 +33,7 @@ class HostDirectory:
         if not self._dirty and now - self._checked < RECHECK_SECONDS:
             return
         self._checked = now
-        version = tuple(self.store.query("SELECT count(*), max(updated) FROM hosts")[0])
+        version = self.store.data_version()
         if not self._dirty and version == self._version:
             return
         hosts = self.store.hosts()

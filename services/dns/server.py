@@ -121,7 +121,7 @@ class DnsService(Service):
             return False
         self._polled = now
         try:
-            version = self.ctx.store.query("PRAGMA data_version")[0][0]
+            version = self.ctx.store.data_version()
         except Exception:           # a store without SQLite underneath: rely on the clock
             return False
         changed, self._store_version = version != self._store_version, version
