@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 
 from dhcp_wire import MAGIC, opt, wire
 from services.dhcp import packet as P
@@ -29,9 +29,16 @@ def test_golden_ipxe_discover_decodes():
     assert pkt.get(P.OPT_USER_CLASS) == b"iPXE"
     assert pkt.get(P.OPT_VENDOR_CLASS) == b"PXEClient:Arch:00000:UNDI:002001"
     assert [c for c, _ in pkt.options] == [53, 57, 93, 94, 60, 77, 55, 175, 61, 97]
-    # Ours and scapy's reading agree on every option.
+    # Ours and scapy's reading agree on every option: the same codes in the same order, the same values.
     theirs = [o for o in BOOTP(GOLDEN_IPXE_DISCOVER)[DHCP].options if isinstance(o, tuple)]
-    assert len(theirs) == len(pkt.options)
+    codes = [DHCPRevOptions[name][0] if name in DHCPRevOptions else name for name, *_ in theirs]
+    assert codes == [c for c, _ in pkt.options]
+    for (code, ours), (name, value) in zip(pkt.options, theirs):
+        if isinstance(value, int):
+            value = value.to_bytes(len(ours), "big")
+        elif isinstance(value, list):
+            value = bytes(value)
+        assert ours == value, (code, name)
 
 
 def test_golden_reply_bytes():
@@ -106,7 +113,12 @@ def test_ours_built_scapy_parses_the_same(xid, mac, yiaddr, siaddr, mtype, lease
     for code, value in merged.items():
         if value:
             assert joined[code] == value
-    assert P.decode(wire_bytes) == P.decode(wire_bytes)  # and ours reads it back
+    ours = P.decode(wire_bytes)                              # and ours reads the same bytes back
+    assert (ours.xid, ours.chaddr[:6], ours.yiaddr, ours.siaddr) == (xid, mac, yiaddr, siaddr)
+    assert ours.message_type == mtype and ours.int_option(P.OPT_LEASE_TIME) == lease
+    assert ours.ip_option(3) == router and ours.get(15) == domain
+    for code, value in merged.items():
+        assert (ours.get(code) or b"") == value, code
 
 
 # --- properties ----------------------------------------------------------------
