@@ -57,7 +57,8 @@ def test_writer_group_commits_and_calls_back_on_the_loop(tmp_path):
 
     writer, done = asyncio.run(run())
     assert sorted(done) == [(i, True) for i in range(200)]
-    assert writer.written == 200 and writer.commits <= 200
+    # grouped: a commit takes far longer than a submit, so 200 submits in a row share commits
+    assert writer.written == 200 and writer.commits < 100, writer.commits
     assert len(store.leases()) == 200
 
 
