@@ -6,7 +6,6 @@ operator would run them.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -14,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .demo import SI, Appliance, start_appliance
+from .appliance_ns import SI, Appliance, start_appliance
 from .golden import golden_disk
 from .golden_debian import debian_golden_disk
 from .netns import Lab, run_checked
