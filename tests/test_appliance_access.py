@@ -14,7 +14,7 @@ import sys
 import time
 
 from appliance.lab.configs import lab_toml
-from conftest import require_tool
+from needs import require_programs
 
 SI = [sys.executable, "-m", "appliance.cli"]
 
@@ -35,8 +35,7 @@ def _dig(lab, ns):
 
 
 def test_http_and_dns_refuse_clients_off_the_install_network(lab, tmp_path):
-    require_tool("dig", package="bind9-dnsutils")
-    require_tool("curl", package="curl")
+    require_programs("dig", "curl")
     app = lab.namespace("app")
     lab.bridge(app, "br0", "10.77.0.1/24")
     inside = lab.namespace("in")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from appliance.lab.configs import lab_toml
 from appliance.lab.netns import Lab
-from conftest import require_root, require_tool
+from needs import require_programs, require_root
 from services.dhcp.policy import REASONS
 
 HERE = Path(__file__).parent
@@ -67,8 +67,7 @@ for line in open(path):
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     require_root()
-    require_tool("dig", package="bind9-dnsutils")
-    require_tool("curl", package="curl")
+    require_programs("dig", "curl")
     state = tmp_path_factory.mktemp("fuzz")
     with Lab() as lab:
         app = lab.namespace("app")
