@@ -102,6 +102,7 @@ pools = ["{POOL[0]}-{POOL[1]}"]
 lease_time = 3600
 [dhcp]
 probe_seconds = 0
+ping_timeout = 0     # like for like: Kea (without its ping_check hook) offers unprobed
 """)
         return lab.popen(ns, sys.executable, "-m", "appliance.cli", "up", "--config", str(work / "appliance.toml"),
                          stdout=open(work / "server.log", "wb"), stderr=subprocess.STDOUT, cwd=str(ROOT))
