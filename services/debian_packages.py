@@ -40,6 +40,7 @@ PROGRAMS: dict[str, str] = {
     "apt-get": "apt", "apt-cache": "apt",
     "dpkg": "dpkg", "dpkg-deb": "dpkg", "dpkg-query": "dpkg",
     "chroot": "coreutils", "cp": "coreutils", "cat": "coreutils", "env": "coreutils", "truncate": "coreutils",
+    "sleep": "coreutils", "findmnt": "util-linux",
     "tar": "tar", "ldd": "libc-bin", "which": "debianutils", "sh": "dash", "bash": "bash",
     "cc": "gcc",
     # the lab: QEMU machines and the golden clients

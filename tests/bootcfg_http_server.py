@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 
 from aiohttp import web
 
 from appliance import bootconfig
-from appliance.config import Config, HttpConfig
+from appliance.config import Config, HttpConfig, SubnetConfig
 from appliance.http import build_app
 from appliance.service import Context
 from appliance.store import Store
@@ -24,7 +24,8 @@ from appliance.store import Store
 
 async def main(state_dir: Path, address: str, port: int, access_log: Path) -> None:
     cfg = Config(interface="br0", address=IPv4Address(address), state_dir=state_dir,
-                 log_dir=state_dir / "log", http=HttpConfig(port=port))
+                 log_dir=state_dir / "log", http=HttpConfig(port=port),
+                 subnets=(SubnetConfig(IPv4Interface(f"{address}/24").network),))   # HTTP serves the subnets
     ctx = bootconfig.install(Context(cfg, Store(cfg.db_path)))
     app = build_app(ctx)
     log = open(access_log, "a", buffering=1)
