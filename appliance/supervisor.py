@@ -165,9 +165,6 @@ class Supervisor:
         await self.start_all()
         self._record("supervisor", "reload", str(ctx.config.source))
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
 
 def status_rows(status: dict) -> list[tuple[str, str, str, str]]:
     rows = []

@@ -66,12 +66,6 @@ class Disk:
     def partition(self, number: int) -> Partition | None:
         return next((p for p in self.partitions if p.number == number), None)
 
-    @property
-    def used_sectors(self) -> int:
-        """Sectors the golden layout needs (its last partition end, plus GPT's backup)."""
-        end = max((p.end for p in self.partitions), default=2048)
-        return end + (34 if self.label == "gpt" else 0)
-
     def default_grow(self) -> int | None:
         """The scheme's marked partition, else the last one that can grow."""
         if self.grow is not None:

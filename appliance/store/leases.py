@@ -31,6 +31,3 @@ class LeasesMixin:
         rows = self.query(f"SELECT {_COLUMNS} FROM leases WHERE mac=?", (mac,))
         return Lease(**dict(rows[0])) if rows else None
 
-    def delete_lease(self, mac: str) -> None:
-        with self.tx() as db:
-            db.execute("DELETE FROM leases WHERE mac=?", (mac,))

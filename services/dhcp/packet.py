@@ -144,23 +144,11 @@ class Packet:
         value = self.get(OPT_CLIENT_ARCH) or b""
         return tuple(int.from_bytes(value[i:i + 2], "big") for i in range(0, len(value) - 1, 2))
 
-    @property
-    def sname_text(self) -> str:
-        return _cstring(self.sname)
-
-    @property
-    def file_text(self) -> str:
-        return _cstring(self.file)
-
     def reply(self, message_type: int) -> "Packet":
         """A BOOTREPLY answering this request: same xid, chaddr, flags and giaddr."""
         return Packet(op=BOOTREPLY, xid=self.xid, chaddr=self.chaddr, htype=self.htype,
                       flags=self.flags, giaddr=self.giaddr,
                       options=[(OPT_MSG_TYPE, bytes([message_type]))])
-
-
-def _cstring(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("latin-1")
 
 
 # --- decoding ---------------------------------------------------------------
