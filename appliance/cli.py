@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import pkgutil
 import sys
@@ -41,6 +42,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's), or 'unknown' when run from a bare tree."""
+    try:
+        return importlib.metadata.version("systemimager-appliance")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def command_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 
@@ -53,6 +62,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """
     parser = _Parser(prog="si", description="SystemImager appliance: PXE install server and tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument("--version", action="version", version=f"si {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     names = command_names()

@@ -187,3 +187,11 @@ def test_check_says_what_si_up_would_refuse_on_this_machine(tmp_path, capsys):
     assert main(["config", "check", "--config", str(cfg_file)]) == 0
     assert "si up refuses this without --force: interface: lo has 127.0.0.1/8, none in the configured subnets" \
         in capsys.readouterr().out
+
+
+def test_si_version_names_the_installed_version(capsys):
+    import importlib.metadata
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"si {importlib.metadata.version('systemimager-appliance')}"
