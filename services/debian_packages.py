@@ -71,9 +71,14 @@ def install_hint(package: str) -> str:
     return f"install the Debian package {package} (apt-get install {package}, or ./setup.sh)"
 
 
+def _which(program: str) -> str | None:
+    """On PATH, or in the sbin directories a non-root PATH leaves out."""
+    return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin:/usr/bin:/bin")
+
+
 def program_path(program: str) -> str:
     """The path of an external program, or MissingProgram naming its package."""
-    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    found = _which(program)
     if found is None:
         raise MissingProgram(f"{program} not found: {install_hint(package_of(program))}")
     return found
@@ -81,8 +86,7 @@ def program_path(program: str) -> str:
 
 def require(*programs: str) -> None:
     """MissingProgram naming every absent program's package, in one line."""
-    missing = [p for p in programs if shutil.which(p) is None
-               and shutil.which(p, path="/usr/sbin:/sbin:/usr/bin:/bin") is None]
+    missing = [p for p in programs if _which(p) is None]
     if missing:
         packages = sorted({package_of(p) for p in missing})
         raise MissingProgram(f"{', '.join(missing)} not found: install the Debian package(s) "
