@@ -14,6 +14,7 @@ import importlib.metadata
 import logging
 import pkgutil
 import sys
+from pathlib import Path
 
 from . import commands
 from .commands._common import CliError
@@ -61,8 +62,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     which a script calling `si getimage` in a loop would pay each time.
     """
     parser = _Parser(prog="si", description="SystemImager appliance: PXE install server and tools")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    # "--v" spelled out: the manual's "-v" arrives as "--v", which would also prefix --version
+    parser.add_argument("-v", "--v", "--verbose", dest="verbose", action="store_true", help="log debug detail")
     parser.add_argument("--version", action="version", version=f"si {version()}")
+    # Also before the command (`si --config F images list`); a command's own --config wins.
+    parser.add_argument("--config", dest="global_config", type=Path, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     names = command_names()
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = normalise_single_dash(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    if args.global_config is not None and getattr(args, "config", None) is None and hasattr(args, "config"):
+        args.config = args.global_config
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

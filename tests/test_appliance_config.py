@@ -195,3 +195,22 @@ def test_si_version_names_the_installed_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"si {importlib.metadata.version('systemimager-appliance')}"
+
+
+def test_config_may_come_before_the_command(tmp_path, capsys):
+    cfg_file = tmp_path / "a.toml"
+    _write_toml(cfg_file, GOOD)
+    assert main(["--config", str(cfg_file), "config", "check", "--file-only"]) == 0
+    assert f"{cfg_file}: OK" in capsys.readouterr().out
+    other = tmp_path / "missing.toml"
+    assert main(["--config", str(other), "config", "check", "--config", str(cfg_file), "--file-only"]) == 0, \
+        "the command's own --config wins"
+    assert main(["-config", str(other), "config", "check", "--file-only"]) == 2     # the manual's spelling
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_dash_v_is_still_verbose_beside_version():
+    """The manual's single-dash "-v" becomes "--v", which also prefixes --version: it must mean verbose."""
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "-v", "config", "example"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "interface =" in out.stdout, out.stderr
