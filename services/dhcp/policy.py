@@ -140,7 +140,7 @@ class Policy:
         if fixed is not None and not self.book.available(fixed, pkt.mac, now):
             # reserved with --force while another client still holds it: wait for that lease to end
             return _drop("reserved_address_in_use")
-        ip = self._pick(pkt, subnet, host, now)
+        ip = fixed if fixed is not None else self._pick_dynamic(pkt, subnet, now)
         if ip is None:
             return _drop("pool_exhausted")
         current = self.book.for_mac(pkt.mac)
@@ -311,12 +311,9 @@ class Policy:
             return other is not None and other.mac != mac
         return reserved
 
-    def _pick(self, pkt: P.Packet, subnet: SubnetConfig, host: Host | None,
-              now: float) -> IPv4Address | None:
+    def _pick_dynamic(self, pkt: P.Packet, subnet: SubnetConfig, now: float) -> IPv4Address | None:
+        """A pool address for a client without a reservation (its own first, then the one it asks for)."""
         mac = pkt.mac
-        fixed = self._reservation(host, subnet)
-        if fixed is not None:
-            return fixed
         reserved = self._reserved_for_other(mac)
         current = self.book.for_mac(mac)
         if (current is not None and current.state != "declined" and current.ip in subnet.network
