@@ -18,7 +18,7 @@ APPLIANCE_PACKAGES=(
   # the boot image (si mkbootimage) and boot media (si mkautoinstallcd)
   busybox-static fdisk dosfstools e2fsprogs xfsprogs acl xorriso mtools
   # the boot root (si mkbootserver): loaders from Debian's packages
-  pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin grub-efi-amd64-signed grub-pc-bin
+  pxelinux syslinux-common syslinux-efi ipxe grub-efi-amd64-bin grub-efi-amd64-signed shim-signed grub-pc-bin
   grub-common grub2-common
 )
 LAB_PACKAGES=(

@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from services import bootloaders
 from services.names import valid_domain
 
 DEFAULT_PATH = Path("/etc/systemimager/appliance.toml")
@@ -60,9 +61,10 @@ class DhcpConfig:
     site_option: int = 224        # image-server hint also sent under this code
     probe_seconds: float = 4.0    # look for another DHCP server this long (dnsmasq pings ~3 s first)
     port: int = 67
-    loader: str = "ipxe"          # BIOS/UEFI first stage: "ipxe" (HTTP scripts) or "pxelinux"
+    loader: str = "ipxe"          # BIOS first stage: "ipxe" (HTTP scripts) or "pxelinux"
     answer_router_solicitations: bool = True   # "no router here": PXE firmware stops waiting for IPv6
     ping_timeout: float = 0.5     # ping a new pool address this long before offering it; 0: never
+    uefi_loader: str = "shim"     # UEFI first stage: "shim" (signed: Secure Boot on or off), "ipxe", "syslinux"
 
 
 @dataclass(frozen=True)
@@ -312,7 +314,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
             raise ConfigError(f"allow_clients[{i}]: {exc}") from None
 
     dhcp_t = _take(data, "dhcp", "", dict, {})
-    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader",
+    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader", "uefi_loader",
                          "answer_router_solicitations", "ping_timeout"}, "dhcp.")
     mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
     if mode not in ("server", "proxy"):
@@ -325,8 +327,13 @@ def parse(data: dict, source: Path | None = None) -> Config:
                       _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"),
                       _take(dhcp_t, "answer_router_solicitations", "dhcp.", bool, True),
                       float(_take(dhcp_t, "ping_timeout", "dhcp.", (int, float), 0.5)))
-    if dhcp.loader not in ("ipxe", "pxelinux"):
-        raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not 'ipxe' or 'pxelinux'")
+    if dhcp.loader not in bootloaders.BIOS_CHOICES:
+        raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not one of {', '.join(bootloaders.BIOS_CHOICES)}")
+    # pxelinux's UEFI counterpart is syslinux.efi, as before uefi_loader existed.
+    uefi_loader = _take(dhcp_t, "uefi_loader", "dhcp.", str, "syslinux" if dhcp.loader == "pxelinux" else "shim")
+    if uefi_loader not in bootloaders.UEFI_CHOICES:
+        raise ConfigError(f"dhcp.uefi_loader: {uefi_loader!r} is not one of {', '.join(bootloaders.UEFI_CHOICES)}")
+    dhcp = replace(dhcp, uefi_loader=uefi_loader)
     if dhcp.probe_seconds < 0:
         raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
     if not 0 <= dhcp.ping_timeout <= 10:
@@ -435,7 +442,10 @@ mode = "server"                # "proxy": answer PXE only, another server assign
 enrol = false                  # true: unknown MACs are recorded (never installed unasked)
 site_option = 224              # image-server hint also sent under this code (224-254)
 probe_seconds = 4              # look for a rogue DHCP server before serving
-loader = "ipxe"                # "ipxe": kernel/initrd over HTTP; "pxelinux": all over TFTP
+loader = "ipxe"                # BIOS: "ipxe" (kernel/initrd over HTTP) or "pxelinux" (all over TFTP)
+uefi_loader = "shim"           # UEFI: "shim" (Debian's signed shim and GRUB: boots with Secure Boot
+                               # on or off), "ipxe" (snponly.efi: Secure Boot off only) or
+                               # "syslinux" (the default with loader = "pxelinux"; Secure Boot off only)
 answer_router_solicitations = true   # tell PXE clients "no IPv6 router here" (server mode):
                                # they stop waiting ~13 s for one; no route or address is given
 ping_timeout = 0.5             # ping a new pool address this long before offering it (ISC's

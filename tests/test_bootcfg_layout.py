@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.bootconfig import BOOT_FILES, BootLayoutError, lay_out, prepare_boot_root
+from services import bootloaders
 from appliance.config import load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def test_layout_copies_then_is_idempotent(tmp_path):
 def test_missing_package_is_a_clear_error_and_nothing_is_copied(tmp_path):
     src, boot = fake_source(tmp_path / "src", skip=("pxelinux.0", "efi64/syslinux.efi")), tmp_path / "boot"
     with pytest.raises(BootLayoutError) as err:
-        lay_out(boot, src)
+        lay_out(boot, src, needed=bootloaders.needed("pxelinux", "syslinux"))
     message = str(err.value)
     assert "pxelinux.0" in message and "syslinux.efi" in message
     assert "apt-get install pxelinux syslinux-efi" in message
@@ -67,9 +68,20 @@ def test_optional_grub_and_autoinstall_pair_are_reported(tmp_path):
 
 def test_non_strict_layout_for_si_up_copies_what_exists(tmp_path):
     src, boot = fake_source(tmp_path / "src", skip=("pxelinux.0",)), tmp_path / "boot"
-    report = lay_out(boot, src, strict=False)
+    report = lay_out(boot, src, strict=False, needed=bootloaders.needed("pxelinux", "syslinux"))
     assert [f.dest for f in report.missing] == ["pxelinux.0"] and "ldlinux.c32" in report.copied
     assert "apt-get install pxelinux" in report.notes()[0]
+
+
+def test_only_the_configured_loaders_are_required(tmp_path):
+    """Default loaders (iPXE): pxelinux absent is a note, not an error; with shim chosen, shim is needed."""
+    src, boot = fake_source(tmp_path / "src", skip=("pxelinux.0", "shimx64.efi")), tmp_path / "boot"
+    report = lay_out(boot, src)
+    assert not report.missing and {f.dest for f in report.skipped} == {"pxelinux.0", "shimx64.efi"}
+    assert "ldlinux.c32" in report.copied and "snponly.efi" in report.copied
+    assert not [n for n in report.notes(optional=False) if "skipped" in n]
+    with pytest.raises(BootLayoutError, match="apt-get install shim-signed"):
+        lay_out(boot, src, needed=bootloaders.needed("ipxe", "shim"))
 
 
 def test_table_matches_debian_packages_installed_here(tmp_path):
@@ -81,7 +93,8 @@ def test_table_matches_debian_packages_installed_here(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     owners = {line.split(": ", 1)[1]: line.split(": ", 1)[0] for line in out.splitlines()}
     for f in BOOT_FILES:
-        assert f.package in owners[f"/{f.source}"].split(", "), (f.source, owners[f"/{f.source}"])
+        packages = [p.split(":")[0] for p in owners[f"/{f.source}"].split(", ")]   # shim-signed:amd64
+        assert f.package in packages, (f.source, owners[f"/{f.source}"])
     assert (boot / "pxelinux.0").read_bytes() == Path("/usr/lib/PXELINUX/pxelinux.0").read_bytes()
 
 
@@ -104,11 +117,11 @@ def test_cli_mkbootserver(tmp_path):
     again = run("--source-root", str(src))
     assert "0 file(s) copied" in again.stdout
     boot = load(config).boot_root
-    (src / "usr/lib/ipxe/snponly.efi").unlink()
+    (src / "usr/lib/shim/shimx64.efi.signed").unlink()      # the default UEFI loader's
     bad = run("--source-root", str(src))
     assert bad.returncode == 2
-    assert bad.stderr.count("\n") == 1 and "apt-get install ipxe" in bad.stderr
-    assert (boot / "snponly.efi").is_file()     # the earlier layout is untouched
+    assert bad.stderr.count("\n") == 1 and "apt-get install shim-signed" in bad.stderr
+    assert (boot / "shimx64.efi").is_file()     # the earlier layout is untouched
 
 
 def test_prepare_boot_root_never_raises(tmp_path, caplog):

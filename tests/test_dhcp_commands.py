@@ -75,7 +75,7 @@ def test_mkdhcpserver_isc_passes_dhcpd_t(site, tmp_path, loader):
     assert "nomac" not in text
     if loader == "ipxe":
         assert 'filename "http://10.77.0.1:8080/boot/ipxe/01-${netX/mac:hexhyp}.ipxe";' in text
-        assert 'filename "undionly.kpxe";' in text and 'filename "snponly.efi";' in text
+        assert 'filename "undionly.kpxe";' in text and 'filename "shimx64.efi";' in text   # UEFI: signed shim
     else:
         assert 'filename "pxelinux.0";' in text and 'filename "efi64/syslinux.efi";' in text
 

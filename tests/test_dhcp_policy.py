@@ -27,7 +27,7 @@ def make_cfg(**over):
                         "gateway": "10.88.0.1"}],
             "dhcp": {}}
     for key, value in over.items():
-        if key in ("mode", "enrol", "loader", "site_option"):
+        if key in ("mode", "enrol", "loader", "uefi_loader", "site_option"):
             data["dhcp"][key] = value
         else:
             data[key] = value
@@ -284,7 +284,8 @@ SCRIPT = "http://10.77.0.1:8080/boot/ipxe/01-52-54-00-aa-bb-cc.ipxe"
     ("pxelinux", PXE_UEFI, "efi64/syslinux.efi", None),
 ])
 def test_boot_policy(store, loader, extra, file, vendor):
-    pol = policy(store, loader=loader)
+    """Each loader family on every firmware (UEFI's choice set to the same family)."""
+    pol = policy(store, loader=loader, uefi_loader="ipxe" if loader == "ipxe" else "syslinux")
     offer = pol.decide(Arrival(req(P.DISCOVER, options=extra)))
     assert offer.reason == "offered"
     assert (offer.reply.file.decode() or None) == file
@@ -293,6 +294,29 @@ def test_boot_policy(store, loader, extra, file, vendor):
         assert 60 not in opts(offer.reply)
     else:
         assert opts(offer.reply)[60] == vendor
+
+
+ARM64_UEFI = [(60, b"PXEClient:Arch:00011:UNDI:003016"), (93, b"\x00\x0b")]
+
+
+@pytest.mark.parametrize("extra,file", [
+    (PXE_UEFI, "shimx64.efi"),                    # shim then loads grubx64.efi from beside it
+    (PXE_BIOS, "undionly.kpxe"),                  # BIOS keeps dhcp.loader's choice
+    (PXE_UEFI + [(77, b"iPXE")], SCRIPT),         # an iPXE already running gets its script
+    (HTTPBOOT, "http://10.77.0.1:8080/boot/ipxe.efi"),
+])
+def test_uefi_loader_shim_is_the_default(store, extra, file):
+    """Debian's signed shim boots with Secure Boot on or off, so every UEFI machine gets it unless told."""
+    offer = policy(store).decide(Arrival(req(P.DISCOVER, options=extra)))
+    assert offer.reason == "offered" and offer.reply.file.decode() == file
+
+
+@pytest.mark.parametrize("loader", ["ipxe", "pxelinux"])
+def test_arm64_is_offered_no_loader_the_boot_root_lacks(store, loader):
+    """Debian ships no arm64 network loader an amd64 appliance lays out: an address, no boot file."""
+    for extra in (ARM64_UEFI, [(60, b"HTTPClient:Arch:00019:UNDI:003016"), (93, b"\x00\x13")]):
+        offer = policy(store, loader=loader).decide(Arrival(req(P.DISCOVER, options=extra)))
+        assert offer.reason == "offered" and offer.reply.file == b""
 
 
 def test_site_option_configurable(store):

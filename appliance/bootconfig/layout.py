@@ -12,33 +12,16 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services import bootloaders
+from services.bootloaders import BootFile
+
 from . import localboot
 from .decide import INITRD, KERNEL
 
 
-@dataclass(frozen=True)
-class BootFile:
-    dest: str            # path under the boot root
-    source: str          # path under the source root (normally /)
-    package: str         # the Debian package that ships it
-    required: bool = True
-
-
-BOOT_FILES: tuple[BootFile, ...] = (
-    BootFile("pxelinux.0", "usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
-    BootFile("ldlinux.c32", "usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
-    BootFile("menu.c32", "usr/lib/syslinux/modules/bios/menu.c32", "syslinux-common"),
-    BootFile("libutil.c32", "usr/lib/syslinux/modules/bios/libutil.c32", "syslinux-common"),
-    BootFile("libcom32.c32", "usr/lib/syslinux/modules/bios/libcom32.c32", "syslinux-common"),
-    BootFile("undionly.kpxe", "usr/lib/ipxe/undionly.kpxe", "ipxe"),
-    BootFile("ipxe.efi", "usr/lib/ipxe/ipxe.efi", "ipxe"),
-    BootFile("snponly.efi", "usr/lib/ipxe/snponly.efi", "ipxe"),
-    BootFile("efi64/syslinux.efi", "usr/lib/SYSLINUX.EFI/efi64/syslinux.efi", "syslinux-efi"),
-    BootFile("efi64/ldlinux.e64", "usr/lib/syslinux/modules/efi64/ldlinux.e64", "syslinux-common"),
-    # Debian's signed network GRUB (prefix /grub, net modules built in); optional.
-    BootFile("grubx64.efi", "usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
-             "grub-efi-amd64-signed", required=False),
-)
+# Every file of every loader in the table; those the configured loaders need
+# are required, the others are laid out when their package is installed.
+BOOT_FILES: tuple[BootFile, ...] = bootloaders.all_files()
 
 
 class BootLayoutError(RuntimeError):
@@ -55,11 +38,12 @@ class LayoutReport:
     initrd: Path | None = None
     localboot: str = ""                                       # built | unchanged | why it was not
 
-    def notes(self) -> list[str]:
+    def notes(self, optional: bool = True) -> list[str]:
+        """What is wrong or absent, one line each; optional: also the optional files not laid out."""
         out = [f"missing {f.dest}: install Debian package {f.package} (apt-get install {f.package})"
                for f in self.missing]
         out += [f"skipped {f.dest} (optional): Debian package {f.package} is not installed"
-                for f in self.skipped]
+                for f in self.skipped if optional]
         if self.localboot not in ("built", "unchanged"):
             out.append(f"UEFI machines booting their disk go through every network boot option first: "
                        f"{self.localboot}")
@@ -89,14 +73,16 @@ def _copy_if_changed(src: Path, dest: Path) -> bool:
     return True
 
 
-def lay_out(boot_root: Path, source_root: Path = Path("/"), strict: bool = True) -> LayoutReport:
-    """Copy the loaders into boot_root. strict: any missing required file raises, before anything is copied."""
+def lay_out(boot_root: Path, source_root: Path = Path("/"), strict: bool = True,
+            needed: frozenset[str] = bootloaders.needed("ipxe", "ipxe")) -> LayoutReport:
+    """Copy the loaders into boot_root. needed: the dests that are required (the configured
+    loaders' files, bootloaders.needed()); strict: a missing one raises, before anything is copied."""
     report = LayoutReport()
     present = []
     for f in BOOT_FILES:
         if (source_root / f.source).is_file():
             present.append(f)
-        elif f.required:
+        elif f.dest in needed:
             report.missing.append(f)
         else:
             report.skipped.append(f)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bootconfig import BootLayoutError, lay_out
+from ..bootconfig import BootLayoutError, lay_out, needed_files
 from ._common import CliError, add_config_arg, load_config
 
 
 def register(sub) -> None:
-    p = sub.add_parser("mkbootserver", help="copy pxelinux, iPXE, syslinux.efi and GRUB into the boot root")
+    p = sub.add_parser("mkbootserver", help="copy the network boot loaders (iPXE, pxelinux, syslinux.efi, shim and GRUB) into the boot root")
     add_config_arg(p)
     p.add_argument("--source-root", type=Path, default=Path("/"),
                    help="where Debian's boot packages are installed (default /)")
@@ -18,7 +18,7 @@ def register(sub) -> None:
 def mkbootserver(args) -> int:
     cfg = load_config(args)
     try:
-        report = lay_out(cfg.boot_root, args.source_root)
+        report = lay_out(cfg.boot_root, args.source_root, needed=needed_files(cfg))
     except BootLayoutError as exc:
         raise CliError(str(exc)) from None
     print(f"boot root {cfg.boot_root}: {len(report.copied)} file(s) copied, {len(report.unchanged)} unchanged")

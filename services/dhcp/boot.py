@@ -1,4 +1,4 @@
-"""Which boot file a PXE client gets, from what it says it is (contracts.md).
+"""Which boot file a PXE client gets, from what it says it is (the table: services/bootloaders.py).
 
 iPXE is recognised by user class (77) "iPXE" or its encapsulated options (175)
 so it gets an HTTP script instead of being chainloaded into iPXE again; other
@@ -10,14 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.config import Config
+from .. import bootloaders
 
 from . import packet as P
 
 ARCH_BIOS = 0
-ARCH_X64_UEFI = (7, 9)
-ARCH_X64_HTTP = 16
-ARCH_ARM64_UEFI = 11
-ARCH_ARM64_HTTP = 19
 
 
 @dataclass(frozen=True)
@@ -50,22 +47,24 @@ def arch(pkt: P.Packet) -> int | None:
 
 
 def choose(pkt: P.Packet, cfg: Config) -> BootChoice | None:
-    """The boot file for this client, or None if it is not network booting."""
+    """The boot file for this client, or None if it is not network booting (or no loader fits it)."""
     if not is_pxe(pkt) and not is_ipxe(pkt):
         return None
     base = f"http://{cfg.address}:{cfg.http.port}/boot"
     a = arch(pkt)
-    if vendor_class(pkt).startswith(b"HTTPClient") or a in (ARCH_X64_HTTP, ARCH_ARM64_HTTP):
-        path = "arm64/ipxe.efi" if a == ARCH_ARM64_HTTP else "ipxe.efi"
-        return BootChoice(f"{base}/{path}", b"HTTPClient")
-    if cfg.dhcp.loader == "pxelinux":
-        if a in ARCH_X64_UEFI:
-            return BootChoice("efi64/syslinux.efi")
-        return BootChoice("pxelinux.0") if a in (ARCH_BIOS, None) else None
-    if is_ipxe(pkt):
+    firmware = bootloaders.firmware_of(a)
+    if firmware is None:
+        return None
+    if vendor_class(pkt).startswith(b"HTTPClient"):
+        firmware = bootloaders.UEFI_HTTP
+    choice = cfg.dhcp.loader if firmware == bootloaders.BIOS else cfg.dhcp.uefi_loader
+    row = bootloaders.loader(choice, firmware)
+    if row is None:
+        return None
+    if row.over_http:
+        return BootChoice(f"{base}/{row.file}", b"HTTPClient")
+    # An iPXE already running (ours, HTTP boot's ipxe.efi, a NIC's iPXE ROM) gets
+    # its script; only a site that wants pxelinux has iPXE load pxelinux instead.
+    if is_ipxe(pkt) and row.flavour != "pxelinux":
         return BootChoice(f"{base}/ipxe/01-{pkt.mac.replace(':', '-')}.ipxe")
-    if a in ARCH_X64_UEFI:
-        return BootChoice("snponly.efi")
-    if a == ARCH_ARM64_UEFI:
-        return BootChoice("arm64/snponly.efi")
-    return BootChoice("undionly.kpxe") if a in (ARCH_BIOS, None) else None
+    return BootChoice(row.file)

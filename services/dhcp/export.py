@@ -16,6 +16,7 @@ import jinja2
 from appliance.config import Config
 from appliance.store.records import Host
 
+from .. import bootloaders
 from ..templating import environment
 
 FORMATS = ("isc", "kea", "dnsmasq")
@@ -31,11 +32,14 @@ class BootFiles:
 
 
 def boot_files(cfg: Config) -> BootFiles:
+    """The files the table names for the configured loaders, spelled as the exports need them."""
     base = f"http://{cfg.address}:{cfg.http.port}/boot"
-    if cfg.dhcp.loader == "pxelinux":
-        return BootFiles("pxelinux.0", f"{base}/ipxe.efi", "efi64/syslinux.efi", "pxelinux.0")
-    return BootFiles(f"{base}/ipxe/01-${{netX/mac:hexhyp}}.ipxe", f"{base}/ipxe.efi",
-                     "snponly.efi", "undionly.kpxe")
+    bios = bootloaders.loader(cfg.dhcp.loader, bootloaders.BIOS)
+    uefi = bootloaders.loader(cfg.dhcp.uefi_loader, bootloaders.UEFI)
+    http = bootloaders.loader(cfg.dhcp.uefi_loader, bootloaders.UEFI_HTTP)
+    # iPXE clients get their script, except where the site has iPXE load pxelinux.
+    script = bios.file if bios.flavour == "pxelinux" else f"{base}/ipxe/01-${{netX/mac:hexhyp}}.ipxe"
+    return BootFiles(script, f"{base}/{http.file}", uefi.file, bios.file)
 
 
 def _reservations(cfg: Config, hosts: list[Host]) -> list[dict]:
