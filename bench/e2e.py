@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Seconds per phase of a real PXE install under QEMU (TCG), BIOS and UEFI.
+"""Seconds per phase of a real PXE install under QEMU (TCG): BIOS, UEFI, UEFI with Secure Boot.
 
-Builds the lab (appliance, golden client, image), then installs one BIOS and one
-UEFI machine one after the other, watching the appliance's API and the
+Builds the lab (appliance, golden client, image), then installs a BIOS machine,
+a UEFI one and a UEFI one with Secure Boot on (Microsoft's keys) one after the
+other (UEFI through the default loader, Debian's signed shim and GRUB), watching the appliance's API and the
 machine's console every half second. Phases, from power-on:
   firmware_to_dhcp      power-on until the appliance has leased it an address
-  loader                until iPXE runs its script (console: "SystemImager: autoinstalling");
+  loader                until iPXE or GRUB runs the host's config (console: "SystemImager: autoinstalling");
                         SeaBIOS guests' serial console does not show iPXE, so for BIOS
                         this runs on to the kernel's start
   kernel_initrd         until the kernel, fetched with its initrd, starts ("Linux version")
@@ -88,10 +89,11 @@ def main() -> int:
             t = time.time()
             ilab.up()
             ilab.capture("bench_v1")
-            ilab.addclients("bench_v1", "node", 2)
+            ilab.addclients("bench_v1", "node", 3)
             result["setup_seconds"] = round(time.time() - t, 1)
             result["bios"] = install_one(ilab, "node1", "52:54:00:77:00:11", "bios")
             result["uefi"] = install_one(ilab, "node2", "52:54:00:77:00:12", "uefi")
+            result["uefi_secure_boot"] = install_one(ilab, "node3", "52:54:00:77:00:13", "uefi-secure")
         finally:
             ilab.close()
     print(json.dumps(result))

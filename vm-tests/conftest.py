@@ -75,6 +75,14 @@ def install_lab(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def ipxe_uefi_lab(request, tmp_path_factory):
+    """An appliance whose UEFI machines get iPXE (dhcp.uefi_loader = "ipxe"; Secure Boot off only)."""
+    with running_lab(request, tmp_path_factory, uefi_loader="ipxe") as ilab:
+        ilab.capture("golden_v1", ip_assignment="static_dhcp")
+        yield ilab
+
+
+@pytest.fixture(scope="module")
 def debian_lab(request, tmp_path_factory):
     """One appliance with an image of the Debian golden client (golden_debian.py) captured."""
     with running_lab(request, tmp_path_factory, golden="debian") as ilab:

@@ -18,7 +18,7 @@ import pytest
 INSTALL_TIMEOUT = 1200
 BOOT_TIMEOUT = 600
 BOOTED = (r"SI-DEBIAN-BOOTED hostname=(?P<hostname>\S+) ip=(?P<ip>\S+) systemd=(?P<state>\S+) "
-          r"pid1=(?P<pid1>\S+) firmware=(?P<firmware>\S+) failed=(?P<failed>\S+)")
+          r"pid1=(?P<pid1>\S+) firmware=(?P<firmware>\S+) secureboot=(?P<secureboot>\S+) failed=(?P<failed>\S+)")
 
 # Measured on a 2-core machine under TCG: about 5 minutes with the tree cached
 # (/var/cache/systemimager/lab), 2-2.5 more the first time (debootstrap).
@@ -80,4 +80,19 @@ def test_debian_install_boots_its_own_systemd_by_bios_then_uefi(debian_lab, debi
     lab.timings["deb1 UEFI power-on to marker"] = time.time() - t
     print(json.dumps({"uefi timings": lab.timings, "booted": uefi}, indent=1))
     assert uefi["firmware"] == "uefi", "the installed disk did not boot through UEFI (ESP, removable GRUB)"
+    assert uefi["secureboot"] == "disabled", uefi
     assert (uefi["hostname"], uefi["ip"], uefi["state"]) == ("deb1", "10.77.0.11/24", "running"), uefi
+
+    # Third power-on: the same disk on Secure Boot firmware with Microsoft's keys. The install put
+    # Debian's shim and signed GRUB on the ESP; they and the image's own signed kernel must boot.
+    node.guest.firmware = "uefi-secure"
+    t = time.time()
+    node.guest.start()
+    try:
+        secure = node.guest.wait_for(BOOTED, BOOT_TIMEOUT).groupdict()
+        console = node.guest.console()
+    finally:
+        node.guest.stop()
+    lab.timings["deb1 Secure Boot power-on to marker"] = time.time() - t
+    assert "secureboot: Secure boot enabled" in console, "the kernel did not start under Secure Boot"
+    assert (secure["firmware"], secure["secureboot"], secure["state"]) == ("uefi", "enabled", "running"), secure

@@ -13,7 +13,7 @@ import pytest
 
 INSTALL_TIMEOUT = 900
 BOOT_TIMEOUT = 300
-BOOTED = r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+) root=(\S+) firmware=(\S+)"
+BOOTED = r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+) root=(\S+) firmware=(\S+) secureboot=(\S+)"
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +56,43 @@ def test_bios_install_then_netboot_once(install_lab, hosts):
 
 
 def test_uefi_install_on_gpt_with_esp(install_lab, hosts):
+    """UEFI with Secure Boot off, through the default UEFI loader (Debian's signed shim and GRUB)."""
     lab = install_lab
     node = lab.machine("node2", "52:54:00:77:00:12", firmware="uefi", disk_size="1G")
     try:
         run, booted = installed_and_booted(lab, node)
         assert booted.groups()[0:2] == ("node2", "10.77.0.12/24")
         assert booted.group(4) == "uefi", "the installed disk did not boot through UEFI"
-        # After the install iPXE hands over to localboot.efi, which starts the disk's loader:
-        # the firmware's other network boot options (PXEv6, HTTP boot) are never tried.
-        after = node.guest.console().split("node2 is installed: boot the local disk", 1)[1]
-        assert "starting the boot loader on the local disk" in after, after[-2000:]
+        assert booted.group(5) == "disabled"
+        console = node.guest.console()
+        assert "NBP filename is shimx64.efi" in console and "Welcome to GRUB!" in console
+        # After the install the network GRUB starts the disk's own loader: the firmware's
+        # other network boot options (PXEv6, HTTP boot) are never tried.
+        after = console.split("node2 is installed: boot the local disk", 1)[1]
         assert "Start PXE over IPv6" not in after and "HTTP Boot" not in after, after[-2000:]
     finally:
         node.guest.stop()
+
+
+def test_secure_boot_install_through_signed_shim_and_grub(install_lab, hosts):
+    """Secure Boot on with Microsoft's keys (OVMF's secboot build and .ms variables): shim, Debian's
+    signed network GRUB and signed kernel run the install; the disk gets shim and signed GRUB and
+    boots with Secure Boot still on, as its SecureBoot variable says. (That this firmware refuses
+    an unsigned loader is tests/test_secure_boot_firmware.py.)"""
+    lab = install_lab
+    node = lab.machine("node6", "52:54:00:77:00:16", firmware="uefi-secure", disk_size="1G")
+    try:
+        run, booted = installed_and_booted(lab, node)
+        console = node.guest.console()
+    finally:
+        node.guest.stop()
+    installer = console[:booted.start()]
+    assert "NBP filename is shimx64.efi" in installer and "Fetching Netboot Image grubx64.efi" in installer
+    # Printed by the installer's kernel, then by the installed system's.
+    assert installer.count("secureboot: Secure boot enabled") == 2, "a kernel ran without Secure Boot"
+    assert "Secure Boot ready" in run["log"], run["log"][-1500:]
+    assert booted.groups()[0:2] == ("node6", "10.77.0.16/24") and booted.group(4) == "uefi"
+    assert booted.group(5) == "enabled", "the installed system does not read SecureBoot on from efivars"
 
 
 def test_static_and_replicant_keep_their_network(install_lab, hosts):

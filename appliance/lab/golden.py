@@ -29,9 +29,12 @@ from .netns import run_checked
 
 FILES = Path(__file__).with_name("golden_files")
 MODULES = ("crc32c_generic", "virtio_pci", "virtio_blk", "virtio_scsi", "virtio_net", "ahci", "sd_mod",
-           "ext4", "af_packet", "e1000")
+           "ext4", "af_packet", "e1000", "efivarfs")
 GRUB_BINARIES = ("grub-install", "grub-probe", "grub-editenv", "grub-mkimage", "grub-mkrelpath")
 GRUB_DIRS = ("/usr/lib/grub/i386-pc", "/usr/lib/grub/x86_64-efi")
+# Debian's signed shim and GRUB (the appliance's own packages for network boot):
+# with them in the image, the install puts a Secure Boot chain on the ESP.
+SIGNED_DIRS = ("/usr/lib/grub/x86_64-efi-signed", "/usr/lib/shim")
 DISK_LAYOUT = """label: gpt
 size=1MiB, type=21686148-6449-6E6F-744E-656564454649, name=biosboot
 size=32MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp
@@ -152,6 +155,9 @@ def build_tree(root: Path, workdir: Path) -> str:
         _copy_with_libraries(program_path(binary), root)
     for d in GRUB_DIRS:
         shutil.copytree(d, root / d.lstrip("/"), dirs_exist_ok=True)
+    for d in SIGNED_DIRS:
+        if Path(d).is_dir():
+            shutil.copytree(d, root / d.lstrip("/"), dirs_exist_ok=True)
     for name, dest in (("init", "sbin/init"), ("update-grub", "usr/sbin/update-grub"),
                        ("udhcpc.script", "etc/udhcpc/default.script")):
         target = root / dest
@@ -165,7 +171,7 @@ def build_tree(root: Path, workdir: Path) -> str:
     (etc / "os-release").write_text('NAME="SystemImager lab golden"\nID=si-golden\n')
     (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n")
     (etc / "group").write_text("root:x:0:\nuser:x:1000:\n")
-    (etc / "modules").write_text("virtio_net\naf_packet\ne1000\n")
+    (etc / "modules").write_text("virtio_net\naf_packet\ne1000\nefivarfs\n")
     (etc / "network/interfaces").write_text("auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n")
     (root / "home/user/notes.txt").write_text("a file in a home directory\n")
     os.chown(root / "home/user/notes.txt", 1000, 1000)

@@ -32,9 +32,10 @@ from .netns import run_checked
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# shim-signed and grub-efi-amd64-signed: the install puts a Secure Boot chain on the ESP.
 PACKAGES = ("systemd-sysv", "linux-image-amd64", "initramfs-tools", "grub-pc-bin", "grub-efi-amd64-bin",
-            "grub2-common", "iproute2")
-RECIPE = 2          # bump when build() changes what ends up in the tree
+            "grub2-common", "iproute2", "shim-signed", "grub-efi-amd64-signed")
+RECIPE = 3          # bump when build() changes what ends up in the tree
 CACHE_DIR = Path(os.environ.get("SI_LAB_CACHE", "/var/cache/systemimager/lab"))
 DEBIAN_FILES = FILES / "debian"
 DISK_SIZE = "1536M"

@@ -36,6 +36,7 @@ class InstallLab:
     lab: Lab
     workdir: Path
     loader: str = "ipxe"
+    uefi_loader: str = "shim"
     golden: str = "small"      # "small": golden.py's busybox system; "debian": golden_debian.py's
     appliance: Appliance | None = None
     golden_ns: str | None = None
@@ -45,7 +46,8 @@ class InstallLab:
     # --- the appliance ---------------------------------------------------
     def up(self) -> dict:
         t = time.time()
-        self.appliance = start_appliance(self.lab, self.workdir, loader=self.loader)
+        self.appliance = start_appliance(self.lab, self.workdir, loader=self.loader,
+                                         uefi_loader=self.uefi_loader)
         # Outside the namespaces: building the boot image may download Debian
         # packages, and the lab's namespaces have no route to a mirror.
         run_checked([*SI, "mkbootimage", "--config", str(self.appliance.config)], timeout=900)

@@ -29,6 +29,16 @@ def ovmf_vars() -> Path:
     return package_file("ovmf", "OVMF_VARS_4M.fd")
 
 
+# Secure Boot as shipped servers have it: Microsoft's keys enrolled (the .ms
+# variables), which is what Debian's shim is signed for.
+def ovmf_secure_code() -> Path:
+    return package_file("ovmf", "OVMF_CODE_4M.secboot.fd")
+
+
+def ovmf_secure_vars() -> Path:
+    return package_file("ovmf", "OVMF_VARS_4M.ms.fd")
+
+
 # Debian 13's OVMF (edk2 2025.02) offers no network boot option to a guest without a
 # random number generator (its NEWS.Debian; PixieFail hardening); 12's does not care.
 UEFI_NETBOOT_RNG = ("-device", "virtio-rng-pci")
@@ -56,6 +66,8 @@ def require_qemu(firmware: str) -> None:
     program_path("qemu-system-x86_64")
     if firmware == "uefi":
         ovmf_code(), ovmf_vars()
+    if firmware == "uefi-secure":
+        ovmf_secure_code(), ovmf_secure_vars()
 
 
 def make_disk(path: Path, size: str) -> Path:
@@ -71,7 +83,7 @@ class Guest:
     bridge: str
     mac: str
     workdir: Path
-    firmware: str = "bios"             # "bios" (SeaBIOS + iPXE ROM) or "uefi" (OVMF)
+    firmware: str = "bios"             # "bios" (SeaBIOS + iPXE ROM), "uefi" (OVMF) or "uefi-secure"
     disk: Path | None = None
     cdrom: Path | None = None
     memory_mb: int = 1024
@@ -90,13 +102,16 @@ class Guest:
                "-name", self.name]
         nic = f"virtio-net-pci,netdev=n0,mac={self.mac}"
         if self.firmware == "uefi":
-            vars_copy = self.workdir / f"{self.name}.OVMF_VARS.fd"
-            if not vars_copy.exists():
-                shutil.copy(ovmf_vars(), vars_copy)
-            cmd += ["-machine", "q35",
-                    "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf_code()}",
-                    "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}", *UEFI_NETBOOT_RNG]
-            nic += f",romfile={efi_virtio_rom()}"
+            cmd += ["-machine", "q35", *self._pflash(ovmf_code(), ovmf_vars()), *UEFI_NETBOOT_RNG]
+        elif self.firmware == "uefi-secure":
+            # SMM keeps the variable store out of the guest's reach, as Secure Boot needs.
+            cmd += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+                    *self._pflash(ovmf_secure_code(), ovmf_secure_vars()), *UEFI_NETBOOT_RNG]
+        if self.firmware.startswith("uefi"):
+            # No option ROM on the NIC: QEMU's default (iPXE) would boot by itself and be
+            # handed its script, so the firmware's own PXE, and the loader DHCP names for
+            # UEFI, would never run. Servers' UEFI PXE is the firmware's, as OVMF's is here.
+            nic += ",romfile="
         def index(device: str) -> str:
             return f",bootindex={self.boot.index(device) + 1}" if device in self.boot else ""
 
@@ -108,6 +123,14 @@ class Guest:
             cmd += ["-drive", f"file={self.disk},format=raw,if=none,id=d0",
                     "-device", f"virtio-blk-pci,drive=d0{index('disk')}"]
         return cmd + self.extra
+
+    def _pflash(self, code: Path, vars_template: Path) -> list[str]:
+        """The firmware's code, read-only, and this machine's own copy of its variables."""
+        vars_copy = self.workdir / f"{self.name}.{vars_template.name}"
+        if not vars_copy.exists():
+            shutil.copy(vars_template, vars_copy)
+        return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
 
     def start(self) -> "Guest":
         require_qemu(self.firmware)
