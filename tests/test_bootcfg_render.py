@@ -36,15 +36,15 @@ def test_installing_host():
     pxe = text("pxelinux", INSTALL)
     assert "DEFAULT systemimager" in pxe
     assert "KERNEL ::systemimager/kernel" in pxe and "INITRD ::systemimager/initrd.img" in pxe
-    assert f"APPEND {CMDLINE}\n" in pxe and "SERIAL" not in pxe
+    assert f"APPEND {CMDLINE}\n  # BOOTIF" in pxe and "IPAPPEND 2\n" in pxe and "SERIAL" not in pxe
     ipxe = text("ipxe", INSTALL)
     assert ipxe.startswith("#!ipxe\n")
-    assert (f"kernel http://10.77.0.1:8080/boot/systemimager/kernel initrd=initrd.img {CMDLINE} || goto failed"
+    assert (f"kernel http://10.77.0.1:8080/boot/systemimager/kernel initrd=initrd.img {CMDLINE} BOOTIF=01-${{netX/mac:hexhyp}} || goto failed"
             in ipxe)
     assert "initrd --name initrd.img http://10.77.0.1:8080/boot/systemimager/initrd.img" in ipxe
     assert "\nboot " in ipxe
     grub = text("grub", INSTALL)
-    assert f"linux /systemimager/kernel {CMDLINE}\n" in grub and "initrd /systemimager/initrd.img" in grub
+    assert f"linux /systemimager/kernel {CMDLINE} BOOTIF=01-${{net_default_mac}}\n" in grub and "initrd /systemimager/initrd.img" in grub
     assert "serial" not in grub
 
 
@@ -80,7 +80,7 @@ def test_serial_console_host(console, unit, speed):
     directives = [l for l in pxe.splitlines() if l and not l.startswith("#")]
     assert directives[0] == f"SERIAL {unit} {speed}"       # pxelinux wants SERIAL first
     assert f"APPEND {CMDLINE} console=tty0 console={console}\n" in pxe
-    assert f"console=tty0 console={console} || goto failed" in text("ipxe", host)
+    assert f"console=tty0 console={console} BOOTIF=01-${{netX/mac:hexhyp}} || goto failed" in text("ipxe", host)
     grub = text("grub", host)
     assert f"serial --unit={unit} --speed={speed}" in grub and "terminal_output serial console" in grub
 

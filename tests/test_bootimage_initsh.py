@@ -121,6 +121,24 @@ def test_hex_option_to_ip(tmp_path, hexval, ip):
     assert proc.stdout.strip() == ip
 
 
+@pytest.mark.parametrize("bootif, mac", [
+    ("01-52-54-00-AA-bb-01", "52:54:00:aa:bb:01"),     # pxelinux IPAPPEND 2, iPXE ${netX/mac:hexhyp}
+    ("01-52:54:00:aa:bb:02", "52:54:00:aa:bb:02"),     # GRUB ${net_default_mac}
+    ("01-", None), ("01-52-54-00-aa-bb", None), ("01-52-54-00-aa-bb-zz", None), ("x; reboot", None),
+])
+def test_bootif_names_the_nic_that_booted(tmp_path, bootif, mac):
+    net = tmp_path / "net"
+    for dev, addr in (("eth0", "52:54:00:aa:bb:00"), ("eth1", "52:54:00:aa:bb:01"), ("eth2", "52:54:00:aa:bb:02")):
+        (net / dev).mkdir(parents=True)
+        (net / dev / "address").write_text(addr + "\n")
+    proc = run_functions(f'm=$(si_bootif_mac "{bootif}") && echo "$m" && si_nic_by_mac "$m"',
+                         env={"SI_SYS_NET": str(net)}, tmp=tmp_path)
+    if mac is None:
+        assert proc.returncode != 0 and proc.stdout == ""
+    else:
+        assert proc.stdout.split() == [mac, {"52:54:00:aa:bb:01": "eth1", "52:54:00:aa:bb:02": "eth2"}[mac]]
+
+
 def test_json_escape_makes_valid_json(tmp_path):
     nasty = 'quote " back \\ tab\tcr\r bell\x07 unicode é\nsecond line\n'
     (tmp_path / "in").write_text(nasty)

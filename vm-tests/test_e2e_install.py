@@ -6,6 +6,7 @@ installed disk by itself.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import pytest
 
 INSTALL_TIMEOUT = 900
 BOOT_TIMEOUT = 300
-BOOTED = r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+) root=(\S+) firmware=(\S+) secureboot=(\S+)"
+BOOTED = r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+) root=(\S+) firmware=(\S+) secureboot=(\S+) iface=(\S+)"
 
 
 @pytest.fixture(scope="module")
 def hosts(install_lab):
-    return install_lab.addclients("golden_v1", "node", 6)
+    return install_lab.addclients("golden_v1", "node", 9)
 
 
 def installed_and_booted(lab, machine):
@@ -152,3 +153,47 @@ def test_autoinstall_cd_with_local_cfg(install_lab, hosts, tmp_path):
         assert "local.cfg" in node.guest.console()
     finally:
         node.guest.stop()
+
+
+def test_e1000_nic(install_lab, hosts):
+    """An Intel e1000 NIC (BIOS, iPXE's e1000 ROM): the initrd's e1000 driver installs, the system comes up on it."""
+    lab = install_lab
+    node = lab.machine("node7", "52:54:00:77:00:17", nic_model="e1000")
+    try:
+        run, booted = installed_and_booted(lab, node)
+        console = node.guest.console()
+    finally:
+        node.guest.stop()
+    assert "DHCP on eth0 (52:54:00:77:00:17)" in run["log"], run["log"][-2000:]
+    # The installed system's driver probe, e.g. "e1000 0000:00:03.0 eth0: (PCI:33MHz:32-bit) <mac>".
+    assert re.search(r"e1000 \S+ eth0: .*52:54:00:77:00:17", console), console[-3000:]
+    assert booted.groups()[0:2] == ("node7", "10.77.0.17/24") and booted.group(6) == "eth0"
+
+
+def test_two_nics_install_over_the_second(install_lab, hosts):
+    """UEFI with two NICs, only the second on the install network: the installer takes the NIC the
+    firmware booted from (BOOTIF), and the installed system configures that one (eth1)."""
+    lab = install_lab
+    node = lab.machine("node8", "52:54:00:77:00:18", firmware="uefi", other_nics=("52:54:00:77:01:18",))
+    try:
+        run, booted = installed_and_booted(lab, node)
+    finally:
+        node.guest.stop()
+    assert "network-booted from eth1 (52:54:00:77:00:18)" in run["log"], run["log"][-2000:]
+    assert "configuring eth1" in run["log"], run["log"][-2000:]
+    assert booted.groups()[0:2] == ("node8", "10.77.0.18/24") and booted.group(6) == "eth1"
+
+
+def test_uefi_http_boot(install_lab, hosts):
+    """OVMF's own HTTP boot (no PXE, so no TFTP at all): DHCP answers the HTTPClient with a URL,
+    the firmware fetches ipxe.efi over HTTP and the install runs from there."""
+    lab = install_lab
+    node = lab.machine("node9", "52:54:00:77:00:19", firmware="uefi", netboot="http")
+    try:
+        run, booted = installed_and_booted(lab, node)
+        console = node.guest.console()
+    finally:
+        node.guest.stop()
+    assert "Start HTTP Boot over IPv4" in console and "Start PXE over" not in console, console[-3000:]
+    assert "URI: http://10.77.0.1:8080/boot/ipxe.efi" in console, console[-3000:]
+    assert booted.groups()[0:2] == ("node9", "10.77.0.19/24") and booted.group(4) == "uefi"

@@ -40,6 +40,7 @@ class InstallLab:
     golden: str = "small"      # "small": golden.py's busybox system; "debian": golden_debian.py's
     appliance: Appliance | None = None
     golden_ns: str | None = None
+    other_bridge: str | None = None    # a network without DHCP, for machines' other NICs
     timings: dict[str, float] = field(default_factory=dict)
     _stack: ExitStack = field(default_factory=ExitStack)
 
@@ -111,13 +112,21 @@ class InstallLab:
     # --- machines ----------------------------------------------------------
     def machine(self, hostname: str, mac: str, *, firmware: str = "bios", disk_size: str = "1G",
                 memory_mb: int = 1024, enrol: bool = True, cdrom: Path | None = None,
-                boot: tuple[str, ...] = ("net", "disk")) -> Machine:
-        """A QEMU machine on the install network; enrol=True records its MAC for hostname."""
+                boot: tuple[str, ...] = ("net", "disk"), nic_model: str = "virtio-net-pci",
+                other_nics: tuple[str, ...] = (), netboot: str = "pxe") -> Machine:
+        """A QEMU machine on the install network; enrol=True records its MAC for hostname.
+
+        other_nics: MACs of NICs ahead of the install one, cabled to a network with no
+        DHCP or appliance on it (a cluster's other network)."""
         if enrol:  # serial console: the lab reads every machine's console
             self.si("hosts", "set", hostname, "--mac", mac, "--console", "ttyS0,115200n8")
+        if other_nics and self.other_bridge is None:
+            self.other_bridge = self.lab.bridge(self.appliance.ns, "br-other")
         disk = make_disk(self.workdir / f"{hostname}.disk.raw", disk_size)
         guest = Guest(self.lab, self.appliance.ns, hostname, "br0", mac, self.workdir,
-                      firmware=firmware, disk=disk, memory_mb=memory_mb, cdrom=cdrom, boot=boot)
+                      firmware=firmware, disk=disk, memory_mb=memory_mb, cdrom=cdrom, boot=boot,
+                      nic_model=nic_model, other_nics=tuple((self.other_bridge, m) for m in other_nics),
+                      netboot=netboot)
         return Machine(hostname, mac, guest)
 
     def install_state(self, hostname: str) -> dict | None:

@@ -88,7 +88,11 @@ class Guest:
     cdrom: Path | None = None
     memory_mb: int = 1024
     boot: tuple[str, ...] = ("net", "disk")   # firmware boot order; netboot-once does the rest
+    nic_model: str = "virtio-net-pci"  # or "e1000", ...
+    other_nics: tuple[tuple[str, str], ...] = ()   # (bridge, MAC) of NICs ahead of the install one
+    netboot: str = "pxe"               # UEFI: "pxe", or "http" (the firmware's HTTP boot only)
     extra: list[str] = field(default_factory=list)
+    other_taps: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     tap: str | None = None
 
@@ -100,24 +104,32 @@ class Guest:
         cmd = ["qemu-system-x86_64", "-accel", accel(), "-m", str(self.memory_mb), "-smp", "1",
                "-display", "none", "-monitor", "none", "-serial", f"file:{self.console_path}",
                "-name", self.name]
-        nic = f"virtio-net-pci,netdev=n0,mac={self.mac}"
+        nic = f"{self.nic_model},netdev=n0,mac={self.mac}"
         if self.firmware == "uefi":
             cmd += ["-machine", "q35", *self._pflash(ovmf_code(), ovmf_vars()), *UEFI_NETBOOT_RNG]
         elif self.firmware == "uefi-secure":
             # SMM keeps the variable store out of the guest's reach, as Secure Boot needs.
             cmd += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
                     *self._pflash(ovmf_secure_code(), ovmf_secure_vars()), *UEFI_NETBOOT_RNG]
-        if self.firmware.startswith("uefi"):
+        if self.firmware.startswith("uefi") and self.nic_model == "virtio-net-pci":
             # No option ROM on the NIC: QEMU's default (iPXE) would boot by itself and be
             # handed its script, so the firmware's own PXE, and the loader DHCP names for
             # UEFI, would never run. Servers' UEFI PXE is the firmware's, as OVMF's is here.
+            # (OVMF has no driver for other NICs: those keep iPXE's ROM as their driver.)
             nic += ",romfile="
+        if self.netboot == "http":
+            # OVMF's knobs (fw_cfg): no PXE boot options, so its HTTP boot option runs.
+            cmd += ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=no",
+                    "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no"]
         def index(device: str) -> str:
             return f",bootindex={self.boot.index(device) + 1}" if device in self.boot else ""
 
         if self.cdrom:
             cmd += ["-drive", f"file={self.cdrom},media=cdrom,if=none,id=cd0,readonly=on",
                     "-device", f"ide-cd,drive=cd0{index('cdrom')}"]
+        for i, (tap_i, (_, mac)) in enumerate(zip(self.other_taps, self.other_nics), start=1):
+            cmd += ["-netdev", f"tap,id=o{i},ifname={tap_i},script=no,downscript=no",
+                    "-device", f"{self.nic_model},netdev=o{i},mac={mac},romfile="]
         cmd += ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", "-device", nic + index("net")]
         if self.disk:
             cmd += ["-drive", f"file={self.disk},format=raw,if=none,id=d0",
@@ -135,8 +147,10 @@ class Guest:
     def start(self) -> "Guest":
         require_qemu(self.firmware)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.tap is None:  # a second power-on reuses the machine's cable
+        if self.tap is None:  # a second power-on reuses the machine's cables
             self.tap = self.lab.tap(self.ns, f"tap-{self.name}"[:15], self.bridge)
+            self.other_taps = [self.lab.tap(self.ns, f"t{i}-{self.name}"[:15], bridge)
+                               for i, (bridge, _) in enumerate(self.other_nics, start=1)]
         self.console_path.write_bytes(b"")  # each power-on gets a fresh console log
         log = open(self.workdir / f"{self.name}.qemu.log", "a")
         self.proc = self.lab.popen(self.ns, *self.command(self.tap), stdout=log, stderr=subprocess.STDOUT)

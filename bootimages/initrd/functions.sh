@@ -4,7 +4,7 @@
 SI_DIR=${SI_DIR:-/tmp/si}
 SI_LOG=${SI_LOG:-$SI_DIR/install.log}
 # Variables a kernel command line or local.cfg may set (SystemImager's, plus ours).
-SI_CFG_VARS="HOSTNAME DOMAINNAME DEVICE IPADDR NETMASK NETWORK BROADCAST GATEWAY IMAGESERVER IMAGENAME SI_HTTP_PORT SI_SITE_OPTION SI_LINK_WAIT SI_LOCALCFG"
+SI_CFG_VARS="HOSTNAME DOMAINNAME DEVICE BOOTIF IPADDR NETMASK NETWORK BROADCAST GATEWAY IMAGESERVER IMAGENAME SI_HTTP_PORT SI_SITE_OPTION SI_LINK_WAIT SI_LOCALCFG"
 
 si_uptime() {
     read -r up _ < /proc/uptime 2>/dev/null || up="?"
@@ -166,6 +166,25 @@ si_nics() {
     for dev in /sys/class/net/*; do
         [ -e "$dev/device" ] && echo "${dev##*/}"
     done
+}
+
+# si_bootif_mac BOOTIF: the MAC in a boot loader's BOOTIF (pxelinux and iPXE
+# "01-aa-bb-cc-dd-ee-ff", GRUB "01-aa:bb:cc:dd:ee:ff"; 01 is Ethernet), lower case.
+si_bootif_mac() {
+    mac=$(echo "${1#01-}" | tr 'A-F-' 'a-f:')
+    case "$mac" in
+        [0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]:[0-9a-f][0-9a-f]) echo "$mac" ;;
+        *) return 1 ;;
+    esac
+}
+
+# si_nic_by_mac MAC: the interface with that address (the one the machine
+# network-booted from, when MAC came from BOOTIF).
+si_nic_by_mac() {
+    for dev in "${SI_SYS_NET:-/sys/class/net}"/*; do
+        [ "$(cat "$dev/address" 2>/dev/null)" = "$1" ] && echo "${dev##*/}" && return 0
+    done
+    return 1
 }
 
 # si_pick_nic: bring NICs up and print DEVICE (if given) or the first one
