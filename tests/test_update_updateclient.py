@@ -190,6 +190,9 @@ def test_autoinstall_sets_up_a_one_time_redeploy(lab, tmp_path, loop_disk):
     assert cfg["HOSTNAME"] == "node7" and cfg["IMAGESERVER"] == "10.77.0.1"
     grub_cfg = (loop_disk / "boot/grub/grub.cfg").read_text()
     assert 'menuentry "SystemImager autoinstall"' in grub_cfg and "linux $si/kernel IMAGESERVER=10.77.0.1" in grub_cfg
+    # The installer has no udev, so the NIC is named to it by MAC too.
+    mac = lab.run(client, "cat", "/sys/class/net/eth0/address").stdout.strip()
+    assert f"BOOTIF=01-{mac.replace(':', '-')}" in grub_cfg
     assert grub_cfg.index("menuentry 'Debian'") < grub_cfg.index("next_entry"), "one-time logic must come last"
     env = subprocess.run(["grub-editenv", str(loop_disk / "boot/grub/grubenv"), "list"],
                          capture_output=True, text=True, check=True).stdout

@@ -624,6 +624,14 @@ def live_network(iface):
     return {"DEVICE": iface, "IPADDR": addrs[0]["local"], "NETMASK": netmask, "GATEWAY": gateway}
 
 
+def _read_first_line(path):
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
+
+
 def _fetch(url, dest):
     import urllib.request
     tmp = dest + ".partial"
@@ -689,6 +697,17 @@ def autoinstall_next_boot(args, root):
         text = "".join("%s=%s\n" % (k, v) for k, v in sorted(settings.items()) if v != "")
         write_file(os.path.join(root, "local.cfg"), "# written by updateclient --autoinstall\n" + text)
     cmdline = "IMAGESERVER=%s SI_HTTP_PORT=%d" % (args.server, args.http_port)
+    if args.configure_from:
+        # The installer has no udev: the NIC this system calls ens3 is eth0 there. BOOTIF
+        # names it by MAC, which the installer trusts over a DEVICE it does not have.
+        mac = _read_first_line("/sys/class/net/%s/address" % args.configure_from)
+        if mac:
+            cmdline += " BOOTIF=01-%s" % mac.replace(":", "-")
+    if root == "/":
+        # Where this system's console is, the installer's goes too (a serial console
+        # shows the re-deploy's progress).
+        cmdline += "".join(" " + arg for arg in _read_first_line("/proc/cmdline").split()
+                           if arg.startswith("console="))
     grub_dir = os.path.join(root, "boot", "grub")
     if not os.path.isdir(grub_dir):
         raise Fail("%s not found: this machine does not boot with GRUB; add a boot entry for "

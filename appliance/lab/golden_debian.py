@@ -33,9 +33,10 @@ from .netns import run_checked
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # shim-signed and grub-efi-amd64-signed: the install puts a Secure Boot chain on the ESP.
+# python3: the client tools (updateclient) run on the installed machine.
 PACKAGES = ("systemd-sysv", "linux-image-amd64", "initramfs-tools", "grub-pc-bin", "grub-efi-amd64-bin",
-            "grub2-common", "iproute2", "shim-signed", "grub-efi-amd64-signed")
-RECIPE = 3          # bump when build() changes what ends up in the tree
+            "grub2-common", "iproute2", "shim-signed", "grub-efi-amd64-signed", "python3")
+RECIPE = 4          # bump when build() changes what ends up in the tree
 CACHE_DIR = Path(os.environ.get("SI_LAB_CACHE", "/var/cache/systemimager/lab"))
 DEBIAN_FILES = FILES / "debian"
 DISK_SIZE = "1536M"

@@ -40,6 +40,7 @@ class InstallLab:
     golden: str = "small"      # "small": golden.py's busybox system; "debian": golden_debian.py's
     appliance: Appliance | None = None
     golden_ns: str | None = None
+    golden_root: Path | None = None    # the golden client's mounted root (change it, capture again)
     other_bridge: str | None = None    # a network without DHCP, for machines' other NICs
     timings: dict[str, float] = field(default_factory=dict)
     _stack: ExitStack = field(default_factory=ExitStack)
@@ -74,6 +75,7 @@ class InstallLab:
         else:
             raise ValueError(f"golden must be 'small' or 'debian', not {self.golden!r}")
         golden = self._stack.enter_context(disk)
+        self.golden_root = golden.root
         self.golden_ns = self.lab.namespace("golden")
         self.lab.veth(self.golden_ns, "eth0", self.appliance.ns, "vgolden", addr_a=f"{GOLDEN_IP}/24",
                       bridge_b="br0")
