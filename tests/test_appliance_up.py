@@ -1,7 +1,9 @@
 """`si up` as a real process inside a namespace; the default-route refusal."""
 from __future__ import annotations
 
+import glob
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -103,3 +105,49 @@ def test_refuses_missing_interface_and_foreign_address(lab, tmp_path):
     lab.bridge(ns, "br0", "10.99.0.1/24")
     out = lab.run(ns, *SI, "up", "--config", str(cfg), check=False, timeout=30)
     assert out.returncode == 2 and "none in the configured subnets" in out.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = []
+        for task in glob.glob(f"/proc/{p}/task/*/children"):     # any thread may have started one
+            try:
+                with open(task) as f:
+                    kids += [int(k) for k in f.read().split()]
+            except OSError:
+                pass
+        out += kids
+        todo += kids
+    return out
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-all"])
+def test_a_stop_is_quiet_and_complete(lab, tmp_path, how):
+    """Ctrl-C in a terminal (SIGINT to the foreground process group) and a stop as systemd or
+    timeout sends it (SIGTERM to every process, the TFTP workers too): no tracebacks, no
+    worker 'died ... starting another', status 0, nothing of the appliance left running."""
+    ns, cfg = _appliance_ns(lab, tmp_path, services=("tftp", "http"))
+    proc = lab.popen(ns, *SI, "up", "--config", str(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                     text=True, start_new_session=True)
+    deadline = time.time() + 20
+    while time.time() < deadline and _health(lab, ns) is None:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    workers = [p for p in _descendants(proc.pid) if b"services.tftp.worker" in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert workers, "the TFTP workers are not running (tftp.workers default: one per core)"
+    everyone = [proc.pid, *_descendants(proc.pid)]
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        for pid in everyone:
+            os.kill(pid, signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    output = proc.stdout.read()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "died" not in output and "starting another" not in output, output
+    assert "stopped" in output
+    time.sleep(0.5)
+    assert not [p for p in everyone if os.path.exists(f"/proc/{p}") and
+                open(f"/proc/{p}/stat").read().split()[2] != "Z"], "processes left running after the stop"

@@ -55,8 +55,12 @@ class WorkerProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT,
                                                                           os.environ.get("PYTHONPATH")])))
         try:
+            # A session of its own: a terminal's Ctrl-C reaches only the appliance, which
+            # then closes the workers itself (they had printed KeyboardInterrupt tracebacks
+            # and been restarted as if they had crashed).
             self.proc = subprocess.Popen([sys.executable, "-m", "services.tftp.worker", str(child.fileno())],
-                                         pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
+                                         pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
         finally:
             child.close()
         self.sessions: dict[int, RemoteSession] = {}

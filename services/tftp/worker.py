@@ -208,6 +208,11 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s[%(process)d] %(message)s")
     raise_fd_limit()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # transfer children reap themselves
+    # A stop sent to the whole group or cgroup (timeout, systemd) is the appliance's to act
+    # on: it closes this worker's control socket, and the worker ends at that EOF (also if
+    # the appliance is killed). Dying first would look like a crash to the pool.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=int(argv[0]))
     Worker(control).run()
     os._exit(0)                   # nothing left to flush; skip interpreter teardown
