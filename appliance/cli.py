@@ -13,33 +13,95 @@ import importlib
 import importlib.metadata
 import logging
 import pkgutil
+import re
 import sys
 from pathlib import Path
 
 from . import commands
-from .commands._common import CliError
+from .commands._common import EXIT_USAGE, CliError
 from .config import ConfigError
 
 
-def normalise_single_dash(argv: list[str]) -> list[str]:
-    """Turn SystemImager-style `-image` / `-a` into `--image` / `--a`.
+def normalise_single_dash(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """SystemImager's spelling: `-image` / `-a` become `--image` / `--a` (argparse then expands
+    an abbreviation to the one long option it prefixes). See normalise()."""
+    return normalise(parser or build_parser(argv), argv)[0]
 
-    argparse then expands `--a` to the one long option it uniquely prefixes.
-    `-h` stays help; anything after `--`, and negative numbers, are untouched.
+
+def normalise(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """argv with single-dash long options doubled, and what was rewritten (new -> as typed).
+
+    Left as typed: options the parser knows as they are (-h, -v, -o), option values,
+    negative numbers, anything after `--`, and the command line a command runs
+    (`si images chroot IMAGE ls -la`: its REMAINDER positional).
     """
-    out = []
-    for i, arg in enumerate(argv):
+    out: list[str] = []
+    rewrites: dict[str, str] = {}
+    p, positionals, i = parser, 0, 0
+    while i < len(argv):
+        arg = argv[i]
         if arg == "--":
-            out.extend(argv[i:])
+            out += argv[i:]
             break
-        if len(arg) >= 2 and arg[0] == "-" and arg[1].isalpha() and arg != "-h":
-            arg = "-" + arg
-        out.append(arg)
-    return out
+        if not (arg.startswith("-") and arg[1:2].isalpha()) and not arg.startswith("--"):
+            sub = _subcommand(p, arg)
+            if sub is not None:
+                p, positionals = sub, 0
+            else:
+                positionals += 1
+                free = _free_command_after(p)
+                if free is not None and positionals > free:
+                    out += argv[i:]         # the command to run, exactly as typed
+                    break
+            out.append(arg)
+            i += 1
+            continue
+        name = arg.split("=", 1)[0]
+        known = name in p._option_string_actions or name in parser._option_string_actions
+        new = arg if known or arg.startswith("--") else "-" + arg
+        if new != arg:
+            rewrites[new.split("=", 1)[0]] = name
+        out.append(new)
+        action = _option_action(p, new.split("=", 1)[0]) or _option_action(parser, new.split("=", 1)[0])
+        if action is not None and action.nargs != 0 and "=" not in new and i + 1 < len(argv):
+            out.append(argv[i + 1])         # its value, whatever it looks like
+            i += 2
+            continue
+        i += 1
+    return out, rewrites
+
+
+def _subcommand(p: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def _free_command_after(p: argparse.ArgumentParser) -> int | None:
+    """How many positionals come before p's REMAINDER one (a command line to run), if it has one."""
+    positionals = [a for a in p._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    if positionals and positionals[-1].nargs == argparse.REMAINDER:
+        return len(positionals) - 1
+    return None
+
+
+def _option_action(p: argparse.ArgumentParser, name: str) -> argparse.Action | None:
+    """The action `name` selects in p, exactly or as argparse's unique long-option prefix."""
+    if name in p._option_string_actions:
+        return p._option_string_actions[name]
+    if not name.startswith("--"):
+        return None
+    matches = {a for opt, a in p._option_string_actions.items() if opt.startswith(name)}
+    return matches.pop() if len(matches) == 1 else None
 
 
 class _Parser(argparse.ArgumentParser):
+    rewrites: dict[str, str] = {}      # normalise()'s, so errors name options as the user typed them
+
     def error(self, message: str):  # one line, exit 2
+        for new, typed in _Parser.rewrites.items():
+            message = re.sub(rf"(?<![\w-]){re.escape(new)}(?![\w-])", typed, message)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -77,8 +139,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = normalise_single_dash(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser(argv)
+    typed = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(typed)
+    argv, _Parser.rewrites = normalise(parser, typed)
     args = parser.parse_args(argv)
     if args.global_config is not None and getattr(args, "config", None) is None and hasattr(args, "config"):
         args.config = args.global_config
@@ -86,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         result = args.func(args)
-    except (CliError, ConfigError) as exc:
+    except CliError as exc:
         print(f"si {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
+    except ConfigError as exc:
+        print(f"si {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     return int(result or 0)

@@ -344,12 +344,12 @@ def getimage(cfg: Config, store, opts: Options, on_progress: ProgressFn | None =
         if changes == []:
             store.set_image_details(opts.image, ip_method=opts.ip_method, post_install=opts.post_install,
                                     golden_client=opts.golden_client)
-            on_note(f"{opts.image}@{current['version']} already matches {opts.golden_client}: nothing to pull")
+            on_note(f"{opts.image}:{current['version']} already matches {opts.golden_client}: nothing to pull")
             return Result(opts.image, current["version"], Path(current["path"]), current["size"],
                           time.monotonic() - started, excluded, [], opts.update, unchanged=True)
         target = images.begin(opts.image, update=opts.update, golden_client=opts.golden_client,
                               ip_method=opts.ip_method, post_install=opts.post_install)
-        on_note(f"pulling into {opts.image}@{target.version}"
+        on_note(f"pulling into {opts.image}:{target.version}"
                 + (" (update in place)" if target.update else "")
                 + (f", sharing unchanged files with version {target.parent}"
                    if target.parent and not target.update else ""))
@@ -374,16 +374,16 @@ def getimage(cfg: Config, store, opts: Options, on_progress: ProgressFn | None =
         if status not in RSYNC_OK:
             images.abandon(target)
             current = images.current(opts.image)
-            keep = (f"the current version is still {opts.image}@{current['version']}" if current
+            keep = (f"the current version is still {opts.image}:{current['version']}" if current
                     else f"{opts.image} has no complete version")
-            left = ("" if target.update else f"; {opts.image}@{target.version} is left incomplete")
-            _event(store, "getimage-failed", f"{opts.image}@{target.version}: rsync exit {status}")
+            left = ("" if target.update else f"; {opts.image}:{target.version} is left incomplete")
+            _event(store, "getimage-failed", f"{opts.image}:{target.version}: rsync exit {status}")
             raise PullFailed(f"pull from {opts.golden_client} failed ({_explain(status, stderr)}){left}; {keep}")
         if status == 24:
             warnings.append("some files vanished on the golden client while being read (rsync exit 24)")
         images.commit(target, _total_size(stdout))
     refresh_daemon(cfg, store)
-    _event(store, "getimage", f"{opts.image}@{target.version} from {opts.golden_client}")
+    _event(store, "getimage", f"{opts.image}:{target.version} from {opts.golden_client}")
     return Result(opts.image, target.version, target.path, _total_size(stdout),
                   time.monotonic() - started, excluded, warnings, target.update)
 

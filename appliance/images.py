@@ -45,14 +45,21 @@ def check_image_name(name: str) -> str:
 
 
 def parse_ref(text: str) -> tuple[str, int | None]:
-    """'NAME' or 'NAME@N' -> (name, version or None)."""
-    name, sep, version = text.partition("@")
+    """'NAME' or 'NAME:N' -> (name, version or None): the one spelling of a version, as
+    updateclient and pushupdate take it. 'NAME@N' (the rsync module's name) is read too."""
+    sep = ":" if ":" in text else "@"
+    name, found, version = text.partition(sep)
     check_image_name(name)
-    if not sep:
+    if not found:
         return name, None
     if not version.isdigit() or int(version) < 1:
-        raise ImageError(f"image version in {text!r} must be a positive number (NAME@N)")
+        raise ImageError(f"image version in {text!r} must be a positive number (NAME:N)")
     return name, int(version)
+
+
+def ref(name: str, version: int) -> str:
+    """How a version is spelt to the user: NAME:N."""
+    return f"{name}:{version}"
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,24 @@ def test_single_dash_long_options_are_accepted():
     assert normalise_single_dash(["a", "-5"]) == ["a", "-5"]
 
 
+def test_a_command_to_run_and_known_short_options_stay_as_typed():
+    for argv in (["images", "chroot", "web", "ls", "-la"],
+                 ["images", "chroot", "web", "/bin/sh", "-c", "echo -n hi"],
+                 ["-v", "hosts", "list"]):
+        assert normalise_single_dash(argv) == argv
+    assert normalise_single_dash(["images", "chroot", "-config", "a.toml", "web", "ls", "-la"]) == \
+        ["images", "chroot", "--config", "a.toml", "web", "ls", "-la"]
+    assert normalise_single_dash(["getimage", "-golden-client", "-x", "-im", "y"]) == \
+        ["getimage", "--golden-client", "-x", "--im", "y"]          # an option's value is left alone
+
+
+def test_errors_name_options_as_typed(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["getimage", "-g", "gc", "-i", "web"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "-i could match" in err and "--i " not in err, err
+
+
 def test_abbreviated_single_dash_option_reaches_the_command(tmp_path):
     cfg_file = tmp_path / "a.toml"
     _write_toml(cfg_file, GOOD)

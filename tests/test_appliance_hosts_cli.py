@@ -14,6 +14,7 @@ def _cfg(tmp_path):
 
 def test_set_then_switch_netboot(tmp_path, capsys):
     cfg = _cfg(tmp_path)
+    Store(tmp_path / "state" / "appliance.db").add_image_version("web_v1", 1, "web_v1/1")
     assert main(["hosts", "set", "node1", "--config", cfg, "--mac", "52-54-00-AA-00-01",
                  "--ip", "10.77.0.11", "--image", "web_v1", "--console", "ttyS0,115200n8"]) == 0
     store = Store(tmp_path / "state" / "appliance.db")
@@ -42,11 +43,13 @@ def test_errors_change_nothing(tmp_path, capsys):
         (["hosts", "set", "node2", "--ip", "10.77.0.255"], "is the broadcast address of 10.77.0.0/24"),
         (["hosts", "set", "node2", "--mac", "zz"], "--mac"),
         (["hosts", "set", "node1", "--image", "../../../etc"], "--image: '../../../etc' is not a valid image name"),
+        (["hosts", "set", "node1", "--image", "nosuch"], "--image: no image 'nosuch'"),
         (["hosts", "set", "bad name!", "--mac", "52:54:00:aa:00:02"], "hostname"),
         (["hosts", "reinstall", "ghost"], "no host 'ghost'"),
     ):
         capsys.readouterr()
-        assert main(argv + ["--config", cfg]) == 2
+        # Bad input is 2; a host that is not there is an operation that failed, 1.
+        assert main(argv + ["--config", cfg]) == (1 if "ghost" in argv else 2)
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
     assert store.hosts() == before

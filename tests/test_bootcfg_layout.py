@@ -119,7 +119,7 @@ def test_cli_mkbootserver(tmp_path):
     boot = load(config).boot_root
     (src / "usr/lib/shim/shimx64.efi.signed").unlink()      # the default UEFI loader's
     bad = run("--source-root", str(src))
-    assert bad.returncode == 2
+    assert bad.returncode == 1                 # the operation failed (a package is missing)
     assert bad.stderr.count("\n") == 1 and "apt-get install shim-signed" in bad.stderr
     assert (boot / "shimx64.efi").is_file()     # the earlier layout is untouched
 

@@ -152,7 +152,7 @@ def test_golden_daemon_refuses_other_hosts_and_bad_secrets(env):
     bad = env.si(
         "getimage", "--golden-client", GOLD, "--image", "web", "--secret", "wrong", "--yes",
         "--no-progress", "--port", "1873", check=False)
-    assert bad.returncode == 2 and "refused the secret" in bad.stderr, bad.stderr
+    assert bad.returncode == 1 and "refused the secret" in bad.stderr, bad.stderr      # the pull failed
     unsafe = env.si("getimage", "--golden-client", GOLD, "--image", "../etc", "--yes", check=False)
     assert unsafe.returncode == 2 and "not allowed" in unsafe.stderr and len(unsafe.stderr.splitlines()) == 1
     assert env.store().image("web") is None and env.store().image("../etc") is None
@@ -161,7 +161,7 @@ def test_golden_daemon_refuses_other_hosts_and_bad_secrets(env):
 def test_first_pull_is_exact(env):
     proc = env.getimage("web", "--exclude", "/var/cache/*", "--ip-assignment", "static_dhcp",
                         "--post-install", "reboot")
-    assert proc.stdout.strip().endswith("web@1"), proc.stdout
+    assert proc.stdout.strip().endswith("web:1"), proc.stdout
     image = env.state / "images/web"
     assert image.is_symlink() and os.path.realpath(image).endswith(".versions/web/1")
     src = snapshot(env.root, skip=SKIP + ("var/cache/apt",))
@@ -193,7 +193,7 @@ def test_second_version_shares_unchanged_files(env):
     os.utime(env.root / "etc/abs-link", ns=(1, 2), follow_symlinks=False)
     before = snapshot(env.state / "images/.versions/web/1")
     proc = env.getimage("web")
-    assert proc.stdout.strip().endswith("web@2"), proc.stdout
+    assert proc.stdout.strip().endswith("web:2"), proc.stdout
     v1, v2 = env.state / "images/.versions/web/1", env.state / "images/.versions/web/2"
     assert os.path.realpath(env.state / "images/web") == str(v2)
     same = v1 / "usr/lib/big.bin", v2 / "usr/lib/big.bin"
@@ -217,7 +217,7 @@ def test_update_in_place_removes_deleted_files(env):
     (env.root / "etc/with space & ünïcode").unlink()
     (env.root / "etc/hostname").write_text("golden-updated\n")
     proc = env.getimage("web", "--update")
-    assert proc.stdout.strip().endswith("web@2"), proc.stdout
+    assert proc.stdout.strip().endswith("web:2"), proc.stdout
     v1, v2 = env.state / "images/.versions/web/1", env.state / "images/.versions/web/2"
     assert not (v2 / "etc/with space & ünïcode").exists()
     assert (v2 / "etc/hostname").read_text() == "golden-updated\n"
@@ -228,7 +228,7 @@ def test_update_in_place_removes_deleted_files(env):
 
 def test_no_change_makes_no_new_version(env):
     proc = env.getimage("web")
-    assert proc.stdout.strip().endswith("web@2") and "has not changed" in proc.stderr, proc.stderr
+    assert proc.stdout.strip().endswith("web:2") and "has not changed" in proc.stderr, proc.stderr
     assert [v["version"] for v in env.store().image_versions("web")] == [1, 2]
     # The image's copy of mounted_filesystems was current: no second round trip for it.
     assert "reading /etc/systemimager/mounted_filesystems" not in proc.stderr, proc.stderr
@@ -298,8 +298,8 @@ def test_interrupted_pull_leaves_current_version(env):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 2, out + err
-    assert "web@3 is left incomplete" in err and "still web@2" in err, err
+    assert proc.returncode == 1, out + err
+    assert "web:3 is left incomplete" in err and "still web:2" in err, err
     _current_is_still_web2(env)
 
 
@@ -334,9 +334,9 @@ def test_a_full_image_disk_fails_the_pull_clearly_and_damages_nothing(env):
     subprocess.run(["mount", "-o", "loop", str(disk), str(versions)], check=True)
     try:
         out = env.getimage("small", check=False)
-        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.returncode == 1, out.stdout + out.stderr
         error = out.stderr.strip().splitlines()[-1]        # after the manual's introduction
-        assert error.startswith("si getimage:") and "small@1 is left incomplete" in error, error
+        assert error.startswith("si getimage:") and "small:1 is left incomplete" in error, error
         assert "No space left on device" in error, error
         store = env.store()
         assert store.image_version("small", 1)["state"] == "incomplete" and store.latest_image_version("small") is None
@@ -397,7 +397,7 @@ def test_images_subcommands(env):
     out = env.si("images", "chroot", "web", "/usr/bin/busy", check=False)
     # The image has no real shell; running a missing program fails inside the chroot, not outside.
     assert out.returncode != 0
-    deleted = env.si("images", "delete", "web@1")
+    deleted = env.si("images", "delete", "web:1")
     assert "deleted web version(s) 1" in deleted.stdout
     assert not (env.state / "images/.versions/web/1").exists()
     assert (env.state / "images/web/usr/lib/big.bin").exists(), "deleting a parent broke its child"

@@ -39,8 +39,9 @@ def test_unsafe_names_are_refused_in_one_line(name):
 
 
 def test_parse_ref():
-    assert parse_ref("web") == ("web", None) and parse_ref("web@12") == ("web", 12)
-    for bad in ("web@", "web@0", "web@x", "web@-1", "../web@1"):
+    assert parse_ref("web") == ("web", None) and parse_ref("web:12") == ("web", 12)
+    assert parse_ref("web@12") == ("web", 12)                  # the rsync module's spelling
+    for bad in ("web@", "web@0", "web@x", "web@-1", "../web@1", "web:", "web:0", "web:x", "web:1:2"):
         with pytest.raises(ImageError):
             parse_ref(bad)
 

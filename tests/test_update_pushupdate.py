@@ -66,7 +66,7 @@ def test_pushupdate_needs_matching_hosts(lab, tmp_path):
     Store(tmp_path / "state" / "appliance.db")
     out = lab.run(app, *SI, "pushupdate", "--config", str(cfg), "--image", "x", "--hosts", "nope*",
                   check=False)
-    assert out.returncode == 2 and "no hosts match" in out.stderr
+    assert out.returncode == 1 and "no hosts match" in out.stderr
 
 
 def test_pushupdate_runs_the_real_updateclient(lab, tmp_path):

@@ -11,8 +11,26 @@ from .. import config as config_mod
 from ..store import Store
 
 
+# Exit statuses (README, "Commands"): scripts tell these apart.
+EXIT_OK = 0
+EXIT_FAILED = 1          # the input was fine; the operation failed, found nothing, or was declined
+EXIT_USAGE = 2           # bad usage or input (argparse's own errors are 2 too)
+EXIT_NO_APPLIANCE = 3    # no appliance answers ('si up' is not running, or not here)
+
+
 class CliError(RuntimeError):
-    """A command-line problem: printed as one line, exit status 2."""
+    """Bad usage or input: printed as one line, exit status 2."""
+    status = EXIT_USAGE
+
+
+class OperationFailed(CliError):
+    """The operation could not be done (no such host or image, a write or a tool failed): status 1."""
+    status = EXIT_FAILED
+
+
+class NoAppliance(CliError):
+    """No appliance answered the command's API call: status 3."""
+    status = EXIT_NO_APPLIANCE
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:

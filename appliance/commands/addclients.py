@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .. import clients
-from ._common import CliError, add_config_arg, load_config, open_store
+from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
 
 
 def register(sub) -> None:
@@ -85,7 +85,7 @@ def addclients(args, asker: _Asker | None = None) -> int:
         asker.say(f"I will work with hostnames: {names[0]} through {names[-1]}")
         asker.say(f"in the domain: {args.domain or cfg.domain}")
         if not args.yes and not asker.yes("Are you satisfied?", False):
-            raise CliError("stopped: nothing written")
+            raise OperationFailed("stopped: nothing written")
         if args.image is None:
             asker.say()
             asker.say("addclients -- Section 2 (soft links to master script)")
@@ -126,16 +126,16 @@ def addclients(args, asker: _Asker | None = None) -> int:
         asker.say(f"{len(plan.clients)} hosts: {first.fqdn} ({first.ip}) .. {last.fqdn} ({last.ip}) "
                   f"-> {plan.image}.master")
         if not asker.yes("Write the hosts table, hosts files and links?", True):
-            raise CliError("stopped: nothing written")
+            raise OperationFailed("stopped: nothing written")
     etc_hosts = None if args.no_etc_hosts else args.etc_hosts
     if etc_hosts is not None:  # refuse before writing anything, not halfway
         where = etc_hosts if etc_hosts.exists() else etc_hosts.parent
         if not os.access(where, os.W_OK) or not os.access(etc_hosts.parent, os.W_OK):
-            raise CliError(f"--etc-hosts: cannot write {etc_hosts} (or its directory, for the backup)")
+            raise OperationFailed(f"--etc-hosts: cannot write {etc_hosts} (or its directory, for the backup)")
     try:
         result = clients.apply_clients(cfg, store, plan, etc_hosts)
     except OSError as exc:
-        raise CliError(f"writing failed: {exc}") from None
+        raise OperationFailed(f"writing failed: {exc}") from None
     print(f"{result.hosts} hosts -> {plan.image}: hosts table, {result.hosts_file}"
           + (f", {etc_hosts}" if etc_hosts else "") + f"; {len(result.linked)} links")
     if result.kept:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import getimage as engine
 from ..config import IP_METHODS
 from ..images import ImageError
-from ._common import CliError, add_config_arg, load_config, open_store, stderr_console
+from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store, stderr_console
 
 
 def register(sub) -> None:
@@ -102,18 +102,18 @@ def getimage(args) -> int:
         with _progress_bar(console, args.image, show) as on_progress:
             result = engine.getimage(cfg, store, opts, on_progress, on_note=lambda s: console.print(s))
     except ImageError as exc:
-        raise CliError(str(exc)) from None
+        raise OperationFailed(str(exc)) from None
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     size = f"{result.size / 1e6:.1f} MB" if result.size is not None else "unknown size"
     if result.unchanged:
-        console.print(f"{result.image}@{result.version} stays current: the golden client has not changed")
+        console.print(f"{result.image}:{result.version} stays current: the golden client has not changed")
     else:
-        console.print(f"{result.image}@{result.version} is complete and current: {result.path} ({size}, "
+        console.print(f"{result.image}:{result.version} is complete and current: {result.path} ({size}, "
                       f"{result.seconds:.1f} s; left out the contents of: "
                       f"{', '.join(result.excluded) or 'nothing'})")
     written = None if args.no_master_script else engine.write_master_script(cfg, store, result.image)
     if written:
         console.print(f"master autoinstall script: {written}")
-    print(f"{result.image}@{result.version}")
+    print(f"{result.image}:{result.version}")
     return 0

@@ -1,10 +1,8 @@
 """si hosts: list hosts, and flip a host between reinstall and local boot."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
-from ._common import CliError, add_config_arg, load_config, open_store
+from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
+from ._output import add_json_arg, emit
 
 
 def register(sub) -> None:
@@ -13,6 +11,7 @@ def register(sub) -> None:
     actions.required = True
     ls = actions.add_parser("list", help="the hosts table")
     add_config_arg(ls)
+    add_json_arg(ls)
     ls.set_defaults(func=list_hosts)
     st = actions.add_parser("set", help="set a host's MAC, image, group or serial console (creates it if new)")
     add_config_arg(st)
@@ -80,6 +79,8 @@ def set_host(args) -> int:
         if args.image and not valid_image_name(args.image):
             raise CliError(f"--image: {args.image!r} is not a valid image name (letters, digits and ._+-, "
                            f"at most 64, no '..')")
+        if args.image and store.image(args.image) is None:     # as addclients refuses it
+            raise CliError(f"--image: no image {args.image!r} (see 'si images list'; 'si getimage' makes one)")
         changes["image"] = args.image or None
     if args.group is not None:
         changes["grp"] = args.group or None
@@ -93,20 +94,19 @@ def set_host(args) -> int:
 
 
 def list_hosts(args) -> int:
-    store = open_store(load_config(args))
-    table = Table()
-    for column in ("hostname", "mac", "ip", "image", "group", "next boot", "console"):
-        table.add_column(column)
-    for h in store.hosts():
-        table.add_row(h.hostname, h.mac or "-", h.ip or "-", h.image or "-", h.grp or "-",
-                      "autoinstall" if h.netboot == "install" else "local disk", h.console or "-")
-    Console().print(table)
+    hosts = open_store(load_config(args)).hosts()
+    emit(("hostname", "mac", "ip", "image", "group", "next boot", "console"),
+         [(h.hostname, h.mac, h.ip, h.image, h.grp, "autoinstall" if h.netboot == "install" else "local disk",
+           h.console) for h in hosts],
+         records=[{"hostname": h.hostname, "mac": h.mac, "ip": h.ip, "image": h.image, "group": h.grp,
+                   "netboot": h.netboot, "console": h.console} for h in hosts],
+         as_json=args.json, empty="no hosts yet (si addclients, si hosts set)")
     return 0
 
 
 def set_netboot(args, netboot: str) -> int:
     store = open_store(load_config(args))
     if not store.set_netboot(args.hostname, netboot):
-        raise CliError(f"hostname: no host {args.hostname!r} (see 'si hosts list')")
+        raise OperationFailed(f"hostname: no host {args.hostname!r} (see 'si hosts list')")
     print(f"{args.hostname}: next PXE boot {'autoinstalls' if netboot == 'install' else 'boots the local disk'}")
     return 0

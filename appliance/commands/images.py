@@ -1,18 +1,19 @@
 """si images: list, show, versions, delete and chroot into images."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from .. import getimage as engine
-from ..images import ImageError, ImageStore, check_image_name, disk_usage, parse_ref
-from ._common import CliError, add_config_arg, load_config, open_store
+from ..images import ImageError, ImageStore, check_image_name, disk_usage, parse_ref, ref
+from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
+from ._output import add_json_arg, emit
 
 
 def register(sub) -> None:
@@ -21,29 +22,31 @@ def register(sub) -> None:
     actions.required = True
     q = actions.add_parser("list", help="every image, its current version and settings")
     add_config_arg(q)
+    add_json_arg(q)
     q.set_defaults(func=list_images)
-    for name, func, text in (("show", show, "details of one image"),
+    for name, func, text in (("show", show, "details of one image (NAME) or one version (NAME:N)"),
                              ("versions", versions, "the versions of an image and their disk use")):
         q = actions.add_parser(name, help=text)
         add_config_arg(q)
+        add_json_arg(q)
         q.add_argument("name")
         q.set_defaults(func=func)
-    q = actions.add_parser("delete", help="delete an image (NAME) or one version (NAME@N)")
+    q = actions.add_parser("delete", help="delete an image (NAME) or one version (NAME:N)")
     add_config_arg(q)
-    q.add_argument("ref", metavar="NAME[@N]")
+    q.add_argument("ref", metavar="NAME[:N]")
     q.add_argument("--force", action="store_true", help="delete even if hosts are assigned the image")
     q.set_defaults(func=delete)
     q = actions.add_parser("chroot", help="open a shell inside an image to edit it with its own tools")
     add_config_arg(q)
-    q.add_argument("ref", metavar="NAME[@N]")
-    q.add_argument("command", nargs="*", help="command to run instead of a shell")
+    q.add_argument("ref", metavar="NAME[:N]")
+    q.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell, as typed")
     q.set_defaults(func=chroot)
 
 
 def _wrap(func):
     try:
         return func()
-    except ImageError as exc:
+    except ImageError as exc:      # mostly names and versions that do not fit: input
         raise CliError(str(exc)) from None
 
 
@@ -58,33 +61,48 @@ def _size(n) -> str:
 def list_images(args) -> int:
     cfg = load_config(args)
     store = open_store(cfg)
-    table = Table()
-    for column in ("image", "current", "versions", "golden client", "ip assignment", "post install", "created"):
-        table.add_column(column)
-    for i in store.images():
-        table.add_row(i["name"], str(i["latest"]) if i["latest"] else "-", str(i["versions"]),
-                      i["golden_client"] or "-", i["ip_method"] or "-", i["post_install"] or "-",
-                      _when(i["created"]))
-    Console().print(table)
+    images = store.images()
+    emit(("image", "current", "versions", "golden client", "ip assignment", "post install", "created"),
+         [(i["name"], i["latest"], i["versions"], i["golden_client"], i["ip_method"], i["post_install"],
+           _when(i["created"])) for i in images],
+         records=images, as_json=args.json, empty="no images yet (si getimage)")
     return 0
 
 
 def show(args) -> int:
     cfg = load_config(args)
     store = open_store(cfg)
-    name = _wrap(lambda: check_image_name(args.name))
+    name, version = _wrap(lambda: parse_ref(args.name))
     image = store.image(name)
     if image is None:
-        raise CliError(f"image {name}: no such image (see 'si images list')")
+        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    if version is not None:
+        v = store.image_version(name, version)
+        if v is None:
+            raise OperationFailed(f"image {ref(name, version)}: no such version (see 'si images versions {name}')")
+        current = store.latest_image_version(name)
+        if args.json:
+            print(json.dumps({**v, "current": bool(current and current["version"] == version)}, indent=2))
+            return 0
+        for key, value in (("image", ref(name, version)), ("state", v["state"]
+                           + (" (current)" if current and current["version"] == version else "")),
+                           ("path", v["path"]), ("size", _size(v["size"])), ("parent", str(v["parent"] or "-")),
+                           ("rsync module", f"{name}@{version}"), ("created", _when(v["created"]))):
+            print(f"{key + ':':17}{value}")
+        return 0
     current = store.latest_image_version(name)
     hosts = [h.hostname for h in store.hosts() if h.image == name]
+    if args.json:
+        print(json.dumps({**image, "current": current, "versions": store.image_versions(name), "hosts": hosts},
+                         indent=2))
+        return 0
     rows = [("image", name), ("path", str(ImageStore(cfg, store).current_link(name))),
             ("current version", f"{current['version']} ({current['path']}, {_size(current['size'])})"
              if current else "none complete"),
             ("versions", str(len(store.image_versions(name)))),
             ("golden client", image["golden_client"] or "-"),
             ("ip assignment", image["ip_method"] or "-"), ("post install", image["post_install"] or "-"),
-            ("rsync modules", f"{name}, {name}@N"), ("hosts", ", ".join(hosts) or "-"),
+            ("rsync modules", f"{name} (current), {name}@N (version N)"), ("hosts", ", ".join(hosts) or "-"),
             ("created", _when(image["created"]))]
     for key, value in rows:
         print(f"{key + ':':17}{value}")
@@ -97,22 +115,23 @@ def versions(args) -> int:
     name = _wrap(lambda: check_image_name(args.name))
     rows = store.image_versions(name)
     if not rows and store.image(name) is None:
-        raise CliError(f"image {name}: no such image (see 'si images list')")
+        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
     current = store.latest_image_version(name)
-    table = Table(title=f"{name}: versions (disk use counts files shared with older versions once)")
-    for column in ("version", "state", "parent", "size", "new on disk", "created", "path"):
-        table.add_column(column)
     seen: set = set()
     total = 0
+    table = []
     for r in rows:
         path = Path(r["path"])
         added = disk_usage([path], seen) if path.exists() else 0
         total += added
+        r["new_on_disk"] = added
         mark = " (current)" if current and r["version"] == current["version"] else ""
-        table.add_row(str(r["version"]) + mark, r["state"], str(r["parent"] or "-"), _size(r["size"]),
-                      _size(added), _when(r["created"]), r["path"])
-    Console().print(table)
-    print(f"all versions together use {_size(total)} on disk")
+        table.append((f"{ref(name, r['version'])}{mark}", r["state"], r["parent"], _size(r["size"]),
+                      _size(added), _when(r["created"]), r["path"]))
+    emit(("version", "state", "parent", "size", "new on disk", "created", "path"), table, records=rows,
+         as_json=args.json, title=f"{name}: versions (disk use counts files shared with older versions once)")
+    if not args.json and sys.stdout.isatty():      # a pipe gets the records alone
+        print(f"all versions together use {_size(total)} on disk")
     return 0
 
 
@@ -122,11 +141,11 @@ def delete(args) -> int:
     name, version = _wrap(lambda: parse_ref(args.ref))
     hosts = [h.hostname for h in store.hosts() if h.image == name]
     if version is None and hosts and not args.force:
-        raise CliError(f"image {name} is assigned to {len(hosts)} host(s) ({', '.join(hosts[:5])}"
+        raise OperationFailed(f"image {name} is assigned to {len(hosts)} host(s) ({', '.join(hosts[:5])}"
                        f"{'...' if len(hosts) > 5 else ''}); reassign them or pass --force")
     removed = _wrap(lambda: ImageStore(cfg, store).delete(name, version))
     engine.refresh_daemon(cfg, store)
-    store.event("images", "delete", args.ref)
+    store.event("images", "delete", ref(name, version) if version is not None else name)
     print(f"deleted {name} version(s) {', '.join(map(str, removed)) or '(none on disk)'}"
           + ("" if version is not None else f"; image {name} is gone"))
     return 0
@@ -141,7 +160,7 @@ def chroot(args) -> int:
     if not (path / command[0].lstrip("/")).exists() and not args.command:
         raise CliError(f"image {args.ref}: {command[0]} does not exist inside {path}")
     if shutil.which("chroot") is None:
-        raise CliError("chroot not found (Debian package coreutils)")
+        raise OperationFailed("chroot not found (Debian package coreutils)")
     print(f"Entering {args.ref} at {path}. Changes apply to this version directly; files unchanged "
           "since the previous version are hard links shared with it, so replace a file "
           "(as package managers and editors do) rather than write into it. 'exit' returns.")

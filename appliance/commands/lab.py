@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ._common import CliError
+from ._common import OperationFailed
 
 
 def register(sub) -> None:
@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 def _need_root() -> None:
     if os.geteuid() != 0:
-        raise CliError("the lab builds network namespaces: run it as root")
+        raise OperationFailed("the lab builds network namespaces: run it as root")
 
 
 def demo_cmd(args) -> int:

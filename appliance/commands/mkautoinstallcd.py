@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bootmedia import MediaError, MediaSpec, build_iso
-from ._common import CliError, add_config_arg, load_config
+from ._common import OperationFailed, add_config_arg, load_config
 
 
 def register(sub) -> None:
@@ -32,6 +32,6 @@ def mkautoinstallcd(args) -> int:
     try:
         out = build_iso(MediaSpec(kernel, initrd, args.out_file, " ".join(cmdline), args.local_cfg))
     except MediaError as exc:
-        raise CliError(str(exc)) from None
+        raise OperationFailed(str(exc)) from None
     print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB; boots BIOS and UEFI, from CD or dd'd to USB")
     return 0

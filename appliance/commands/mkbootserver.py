@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..bootconfig import BootLayoutError, lay_out, needed_files
-from ._common import CliError, add_config_arg, load_config
+from ._common import OperationFailed, add_config_arg, load_config
 
 
 def register(sub) -> None:
@@ -20,7 +20,7 @@ def mkbootserver(args) -> int:
     try:
         report = lay_out(cfg.boot_root, args.source_root, needed=needed_files(cfg))
     except BootLayoutError as exc:
-        raise CliError(str(exc)) from None
+        raise OperationFailed(str(exc)) from None
     print(f"boot root {cfg.boot_root}: {len(report.copied)} file(s) copied, {len(report.unchanged)} unchanged")
     for dest in report.copied:
         print(f"  copied    {dest}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.dhcp import export
 
-from ._common import CliError, add_config_arg, load_config, open_store
+from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
 
 
 def register(sub) -> None:
@@ -37,6 +37,6 @@ def mkdhcpserver(args) -> int:
         os.replace(tmp, args.output)      # never leave a half-written config behind
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise CliError(f"--output: cannot write {args.output}: {exc.strerror}") from None
+        raise OperationFailed(f"--output: cannot write {args.output}: {exc.strerror}") from None
     print(f"wrote {args.format} config to {args.output}")
     return 0

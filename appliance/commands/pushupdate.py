@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import pushupdate as pu
-from ._common import CliError, add_config_arg, load_config, open_store
+from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
 
 
 def register(sub) -> None:
@@ -35,7 +35,7 @@ def pushupdate(args) -> int:
         raise CliError("--concurrency and --timeout must be positive")
     targets = pu.select_targets(open_store(cfg), args.hosts, args.group)
     if not targets:
-        raise CliError(f"no hosts match {'--hosts ' + args.hosts if args.hosts else '--group ' + args.group} "
+        raise OperationFailed(f"no hosts match {'--hosts ' + args.hosts if args.hosts else '--group ' + args.group} "
                        "(see 'si hosts list')")
     remote = pu.updateclient_command(args.server or str(cfg.hint_address), args.image,
                                      dry_run=args.dry_run, command=args.command)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
 
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..supervisor import status_rows
-from ._common import CliError, add_config_arg, load_config
+from ._common import NoAppliance, add_config_arg, load_config
+from ._output import emit
 
 
 def register(sub) -> None:
@@ -27,11 +29,15 @@ def fetch_status(port: int, timeout: float = 5.0) -> dict:
     except urllib.error.HTTPError as exc:  # 503 still carries the table
         return json.load(exc)
     except (urllib.error.URLError, OSError) as exc:
-        raise CliError(f"no appliance answers on {url} ({getattr(exc, 'reason', exc)}); is 'si up' running?")
+        raise NoAppliance(f"no appliance answers on {url} ({getattr(exc, 'reason', exc)}); is 'si up' running?")
 
 
 def print_status(status: dict) -> None:
-    table = Table(title=f"SystemImager appliance on {status.get('interface')} ({status.get('address')})")
+    title = f"SystemImager appliance on {status.get('interface')} ({status.get('address')})"
+    if not sys.stdout.isatty():
+        emit(("service", "state", "listening", "serves"), status_rows(status))
+        return
+    table = Table(title=title)
     for column in ("service", "state", "listening", "serves"):
         table.add_column(column)
     for row in status_rows(status):

@@ -23,6 +23,7 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
     """Appliance up, golden client captured, two machines PXE-installed and booted."""
     from rich.live import Live
 
+    from ..commands.status import print_status
     from ..monitor import render_table
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="si-lab-"))
@@ -34,8 +35,7 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
             console.rule("[bold]SystemImager lab: an install network in namespaces")
             console.print("building the autoinstall kernel/initrd (cached after the first run) and "
                           "starting the appliance ...")
-            ilab.up()
-            console.print(ilab.si("status").stdout)
+            print_status(ilab.up())
             console.print("golden client: building a small Debian-kernel system on a loop disk, "
                           "running prepareclient, then getimage ...")
             image = ilab.capture("demo_v1")

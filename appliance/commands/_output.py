@@ -1,0 +1,47 @@
+"""How a list reaches its reader: a table on a terminal, plain lines in a pipe, records with --json.
+
+A table cut to 80 columns and drawn in boxes is for eyes; a script reading `si
+hosts list | cut -f2` needs every value whole, tab-separated, one record a line
+under one header line. An empty list says so on a terminal instead of drawing
+an empty box.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Iterable, Sequence
+
+
+def add_json_arg(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the records as JSON")
+
+
+def _plain(value) -> str:
+    return " ".join(str("-" if value is None else value).split())      # no tabs or newlines inside a field
+
+
+def emit(columns: Sequence[str], rows: Iterable[Sequence], *, records: list | None = None,
+         as_json: bool = False, title: str | None = None, empty: str = "none", stream=None) -> None:
+    """Print rows under columns. records: what --json prints (default: each row as a dict)."""
+    stream = stream or sys.stdout
+    rows = [list(r) for r in rows]
+    if as_json:
+        out = records if records is not None else [dict(zip(columns, r)) for r in rows]
+        print(json.dumps(out, indent=2, default=str), file=stream)
+        return
+    if not stream.isatty():
+        print("\t".join(columns), file=stream)
+        for r in rows:
+            print("\t".join(_plain(v) for v in r), file=stream)
+        return
+    if not rows:
+        print(f"{title + ': ' if title else ''}{empty}", file=stream)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for r in rows:
+        table.add_row(*(_plain(v) for v in r))
+    Console(file=stream).print(table)
