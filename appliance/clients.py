@@ -271,3 +271,28 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
     store.event("addclients", "hosts",
                 f"{plan.clients[0].hostname}..{plan.clients[-1].hostname} -> {plan.image}")
     return ClientsResult(len(plan.clients), linked, kept, hosts_file, etc_hosts)
+
+
+def remove_host(cfg: Config, store, hostname: str) -> list[str]:
+    """Delete a host: its row, its scripts/<host>.sh link and its scripts/hosts line.
+
+    An edited <host>.sh (a file, not the link addclients made) is the admin's
+    work and stays; what was done is returned, one line each."""
+    notes = []
+    if not store.delete_host(hostname):
+        return notes
+    notes.append(f"{hostname}: removed from the hosts table (no reservation, boot config or DNS name)")
+    script = cfg.scripts_dir / f"{hostname}.sh"
+    if script.is_symlink():
+        script.unlink()
+        notes.append(f"removed {script}")
+    elif script.exists():
+        notes.append(f"kept {script}: an edited copy, not addclients' link")
+    hosts_file = cfg.scripts_dir / "hosts"
+    try:
+        fqdns = read_hosts_file(hosts_file.read_text(errors="replace"))
+    except OSError:
+        fqdns = {}
+    write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain))
+    store.event("hosts", "delete", hostname)
+    return notes

@@ -69,3 +69,33 @@ def test_an_address_another_client_leases_needs_force_and_keeps_that_lease(tmp_p
     assert store.host("node10") is None and store.leases() == [lease]
     assert main(argv + ["--force"]) == 0
     assert store.host("node10").ip == "10.77.0.102" and store.leases() == [lease]
+
+
+def test_show_then_delete_a_host(tmp_path, capsys):
+    import json
+    import os
+    from pathlib import Path
+
+    from appliance.config import load
+    cfg = _cfg(tmp_path)
+    scripts = load(Path(cfg)).scripts_dir
+    assert main(["hosts", "set", "node1", "--config", cfg, "--mac", "52:54:00:aa:00:01", "--ip", "10.77.0.11"]) == 0
+    assert main(["hosts", "set", "node2", "--config", cfg, "--ip", "10.77.0.12"]) == 0
+    scripts.mkdir(parents=True, exist_ok=True)
+    os.symlink("web.master", scripts / "node1.sh")
+    (scripts / "node2.sh").write_text("#!/bin/sh\n# edited by hand\n")
+    (scripts / "hosts").write_text("10.77.0.11\tnode1.lab.example\tnode1\n10.77.0.12\tnode2.lab.example\tnode2\n")
+    capsys.readouterr()
+    assert main(["hosts", "show", "node1", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert "mac:       52:54:00:aa:00:01" in out and "has no (valid) image" in out, out
+    assert main(["hosts", "show", "node1", "--json", "--config", cfg]) == 0
+    assert json.loads(capsys.readouterr().out)["host"]["ip"] == "10.77.0.11"
+    assert main(["hosts", "delete", "node1", "--config", cfg]) == 0
+    assert not (scripts / "node1.sh").is_symlink()
+    assert "node1" not in (scripts / "hosts").read_text() and "node2" in (scripts / "hosts").read_text()
+    assert main(["hosts", "delete", "node2", "--config", cfg]) == 0
+    assert "kept" in capsys.readouterr().out and (scripts / "node2.sh").is_file()   # the admin's edit stays
+    assert main(["hosts", "show", "node1", "--config", cfg]) == 1
+    assert main(["hosts", "delete", "node1", "--config", cfg]) == 1
+    assert Store(tmp_path / "state" / "appliance.db").hosts() == []

@@ -24,6 +24,15 @@ def register(sub) -> None:
     st.add_argument("--group", help="group name, for pushupdate --group")
     st.add_argument("--console", help="serial console for installs, e.g. ttyS0,115200n8 ('' clears)")
     st.set_defaults(func=set_host)
+    q = actions.add_parser("show", help="one host: its settings, lease, next boot and last install")
+    add_config_arg(q)
+    add_json_arg(q)
+    q.add_argument("hostname")
+    q.set_defaults(func=show_host)
+    q = actions.add_parser("delete", help="remove a host (its reservation, boot config, script link)")
+    add_config_arg(q)
+    q.add_argument("hostname")
+    q.set_defaults(func=delete_host)
     for name, netboot, text in (("reinstall", "install", "next PXE boot autoinstalls HOST"),
                                 ("local", "local", "next PXE boot goes to HOST's own disk")):
         q = actions.add_parser(name, help=text)
@@ -109,4 +118,53 @@ def set_netboot(args, netboot: str) -> int:
     if not store.set_netboot(args.hostname, netboot):
         raise OperationFailed(f"hostname: no host {args.hostname!r} (see 'si hosts list')")
     print(f"{args.hostname}: next PXE boot {'autoinstalls' if netboot == 'install' else 'boots the local disk'}")
+    return 0
+
+
+def _host_or_fail(store, hostname: str):
+    host = store.host(hostname)
+    if host is None:
+        raise OperationFailed(f"hostname: no host {hostname!r} (see 'si hosts list')")
+    return host
+
+
+def show_host(args) -> int:
+    import json
+    import time
+
+    from ..bootconfig import decide
+    cfg = load_config(args)
+    store = open_store(cfg)
+    host = _host_or_fail(store, args.hostname)
+    lease = store.lease_for_mac(host.mac) if host.mac else None
+    runs = [r for r in store.installs() if r.hostname == host.hostname]
+    entry = decide(host, cfg)
+    if args.json:
+        print(json.dumps({"host": host.as_dict(), "next_boot": entry.reason,
+                          "lease": lease.as_dict() if lease else None,
+                          "installs": [{k: v for k, v in r.as_dict().items() if k != "log"} for r in runs]},
+                         indent=2))
+        return 0
+    when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+    rows = [("hostname", host.hostname), ("mac", host.mac or "-"), ("ip", host.ip or "-"),
+            ("image", host.image or "-"), ("group", host.grp or "-"), ("console", host.console or "-"),
+            ("next boot", entry.reason),
+            ("lease", f"{lease.ip} until {when(lease.expires)} ({lease.state})" if lease else "-")]
+    if runs:
+        last = runs[0]
+        rows.append(("last run", f"{last.kind} of {last.image or '-'}: {last.state}, {last.phase or '-'} "
+                                 f"{last.percent:.0f}%, started {when(last.started)}"))
+        rows.append(("runs", str(len(runs))))
+    for key, value in rows:
+        print(f"{key + ':':11}{value}")
+    return 0
+
+
+def delete_host(args) -> int:
+    from ..clients import remove_host
+    cfg = load_config(args)
+    store = open_store(cfg)
+    _host_or_fail(store, args.hostname)
+    for line in remove_host(cfg, store, args.hostname):
+        print(line)
     return 0
