@@ -19,6 +19,24 @@ from .netns import Lab
 console = Console()
 
 
+KEEP = ("*.log", "*.toml")      # consoles, QEMU's and the appliance's logs, the config
+
+
+def prune_to_logs(workdir: Path) -> int:
+    """Remove what a finished lab leaves (disks, the golden tree, the image store: hundreds of
+    MB), keeping logs, consoles and the config; returns the bytes kept."""
+    kept = 0
+    for path in sorted(workdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_symlink() or path.is_file():
+            if any(path.match(pattern) for pattern in KEEP):
+                kept += path.stat().st_size
+            else:
+                path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return kept
+
+
 def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
     """Appliance up, golden client captured, two machines PXE-installed and booted."""
     from rich.live import Live
@@ -77,7 +95,7 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
                     pass
         except Exception as exc:
             console.print(f"[red]lab demo failed: {exc}")
-            console.print(f"logs kept in {workdir}")
+            console.print(f"logs and consoles kept in {workdir}")
             return 1
         finally:
             for m in locals().get("machines", []):
@@ -85,9 +103,12 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
             ilab.close()
             if ilab.appliance:
                 ilab.appliance.stop()
+            kept = prune_to_logs(workdir)
     console.rule("[bold]summary")
     for name, seconds in ilab.timings.items():
         console.print(f"  {name:<34} {seconds:7.1f} s")
     console.print(f"  {'image bytes moved to machines':<34} {moved / 2**20:7.1f} MiB")
-    console.print(f"  {'total':<34} {time.time() - started:7.1f} s   (logs and consoles in {workdir})")
+    console.print(f"  {'total':<34} {time.time() - started:7.1f} s")
+    console.print(f"logs and consoles ({kept / 2**20:.1f} MiB) are kept in {workdir}; disks and the image "
+                  f"store are gone")
     return 0
