@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import json
+import logging
+import time
 from typing import Callable
 
 from aiohttp import web
@@ -17,6 +19,8 @@ from services import safepath
 from . import monitor, progress_report
 from .http_guard import Guard, GuardedSite
 from .service import Context, Endpoint, Health, Service
+
+log = logging.getLogger("si.http")
 
 ROUTE_PROVIDERS: list[str] = [
     "appliance.client.routes:add_routes",
@@ -87,6 +91,11 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
             counters["progress_bad"] = counters.get("progress_bad", 0) + 1
             return _error(400, str(exc))
         current = store.current_install(hostname)
+        event = progress_report.milestone(current, report, host.image, time.time())
+        if event is not None:
+            kind, detail = event
+            log.info("%s: %s", hostname, detail)
+            store.event("install", kind, detail, host=hostname)
         if current is None or current.state != "running" or report.phase == "start":
             install_id = store.start_install(hostname, host.image, report.kind)
         else:
@@ -184,6 +193,8 @@ class HttpService(Service):
             self.counters["installs_timed_out"] = self.counters.get("installs_timed_out", 0) + 1
             self.log.warning("%s: %s of %s marked failed, no report for %.0f s (powered off?)",
                              run.hostname, run.kind, run.image or "-", timeout)
+            self.ctx.store.event("install", "failed", f"{run.kind} of {run.image or '-'} failed: no report "
+                                 f"for {timeout:.0f} s", host=run.hostname)
 
     def health(self) -> Health:
         guard = self.guard.counters if self.guard else {}

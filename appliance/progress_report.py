@@ -63,3 +63,21 @@ def parse(raw: bytes) -> ProgressReport:
     if kind not in KINDS:
         kind = "install"        # older clients send nothing or their own words: count it as an install
     return ProgressReport(phase, None if percent is None else float(percent), done, state, log, kind)
+
+
+def milestone(before, report: ProgressReport, image: str | None, now: float) -> tuple[str, str] | None:
+    """The event a report makes, if any: a run starting, a new phase, its end (kind, detail).
+
+    before: the host's run as it stood before this report (None, or a finished one, when
+    the report starts a new run). Percent-only reports make none: they are the monitor's."""
+    started = before is None or before.state != "running" or report.phase == "start"
+    if report.state in ("succeeded", "failed"):
+        seconds = now - before.started if before is not None and not started else 0.0
+        moved = report.bytes_done if report.bytes_done is not None else (before.bytes if before else 0)
+        return report.state, f"{report.kind} of {image or '-'} {report.state} after {seconds:.0f} s, " \
+                              f"{moved / 2**20:.1f} MiB"
+    if started:
+        return "start", f"{report.kind} of {image or '-'} started"
+    if report.phase and report.phase != before.phase:
+        return "phase", f"{report.kind}: {report.phase}"
+    return None

@@ -83,6 +83,14 @@ def loader(choice: str, firmware: str) -> Loader | None:
     return None
 
 
+def by_file(file: str) -> Loader | None:
+    """The row whose DHCP boot file this is (a URL's path counts), for logs."""
+    for row in LOADERS:
+        if file == row.file or file.endswith("/boot/" + row.file):
+            return row
+    return None
+
+
 def all_files() -> tuple[BootFile, ...]:
     """Every file of every loader, once each, in table order (what mkbootserver lays out)."""
     seen: dict[str, BootFile] = {}

@@ -38,3 +38,23 @@ def test_bad_reports_are_refused_with_the_reason(body, why):
 
 def test_the_largest_byte_count_sqlite_holds_is_taken():
     assert parse(json.dumps({"bytes": MAX_BYTES}).encode()).bytes_done == MAX_BYTES
+
+
+def _run(**kw):
+    from appliance.store.records import Install
+    base = dict(id=1, hostname="node1", image="web", kind="install", state="running", phase="mkfs",
+                percent=40.0, bytes=0, started=1000.0, finished=None, log="")
+    return Install(**{**base, **kw})
+
+
+def test_milestones_a_run_starts_changes_phase_and_ends():
+    from appliance.progress_report import milestone
+    assert milestone(None, ProgressReport(phase="start"), "web", 1000.0) == ("start", "install of web started")
+    done = _run(state="succeeded")
+    assert milestone(done, ProgressReport(phase="partition"), "web", 2000.0)[0] == "start"   # a new run
+    assert milestone(_run(), ProgressReport(phase="rsync", percent=50), "web", 1010.0) == ("phase", "install: rsync")
+    assert milestone(_run(phase="rsync"), ProgressReport(phase="rsync", percent=60), "web", 1011.0) is None
+    assert milestone(_run(phase="rsync"), ProgressReport(percent=61), "web", 1012.0) is None
+    end = milestone(_run(phase="bootloader"), ProgressReport(state="succeeded", bytes_done=64 * 2**20),
+                    "web", 1042.4)
+    assert end == ("succeeded", "install of web succeeded after 42 s, 64.0 MiB")

@@ -78,7 +78,7 @@ def test_ranges_fill_subnets_in_order_and_everything_is_written(env, capsys):
         assert link.is_symlink() and os.readlink(link) == "web.master"
         assert link.read_text() == "#!/bin/sh\necho web\n"
     assert "5 hosts -> web" in capsys.readouterr().out
-    assert [e["kind"] for e in store.events()][0] == "hosts"
+    assert [e["kind"] for e in store.events()][-1] == "hosts"      # the newest, last
 
 
 def test_etc_hosts_rewritten_in_place_never_duplicated_and_backed_up_once(env):

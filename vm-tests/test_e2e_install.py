@@ -6,6 +6,7 @@ installed disk by itself.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -44,6 +45,12 @@ def test_bios_install_then_netboot_once(install_lab, hosts):
         disk = node.guest.wait_for(r"SI-GOLDEN-DISK root_kb=(\d+)", 30)
         assert int(disk.group(1)) > 900_000, "the root file system did not grow into the 1 GiB disk"
         assert next(h for h in lab.api("/api/hosts") if h["hostname"] == "node1")["netboot"] == "local"
+        # The operator's record of it: events in the store and one log line each.
+        events = [json.loads(line) for line in lab.si("events", "--host", "node1", "--json").stdout.splitlines()]
+        kinds = [e["kind"] for e in events]
+        assert kinds[0] == "pxe" and {"lease", "start", "phase", "succeeded"} <= set(kinds), kinds
+        log = lab.appliance.log_path.read_text()
+        assert "node1: PXE boot: " in log and "node1: install of golden_v1 succeeded after" in log, log[-3000:]
     finally:
         node.guest.stop()
     node.guest.start()  # second power-on: PXE again, netboot-once sends it to its disk

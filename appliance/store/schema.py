@@ -69,6 +69,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE installs ADD COLUMN updated REAL;
     """,
+    # 4: the host an event is about, so 'si events --host' and a host's history read it.
+    """
+    ALTER TABLE events ADD COLUMN host TEXT;
+    CREATE INDEX events_by_host ON events (host, id);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

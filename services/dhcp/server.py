@@ -14,6 +14,7 @@ from collections import Counter
 
 from appliance.service import Endpoint, Health, Service
 
+from .. import bootloaders
 from . import packet as P
 from .hosts import HostDirectory
 from .leases import Journal, LeaseBook, LeaseWriter
@@ -40,6 +41,7 @@ class DhcpService(Service):
         self.book = LeaseBook(self.cfg.subnets)
         self.journal = Journal(ctx.store)
         self.hosts = HostDirectory(ctx.store)
+        self._announced: dict[str, tuple[str, str]] = {}    # mac -> (address, boot file) last told
         self.policy = Policy(self.cfg, self.hosts, self.book)
         ctx.subscribe("hosts", self.hosts.invalidate)
         self.sockets: dict[int, socket.socket] = {}
@@ -215,6 +217,36 @@ class DhcpService(Service):
         for decision, sock in waiting:
             if decision.reply is not None:
                 self._send(decision, sock)
+                self._announce(decision)
+
+    def _announce(self, decision: Decision) -> None:
+        """One log line and event per lease of a known host, and per PXE boot (renewals repeat
+        neither: a key changes only when the address or the boot file does)."""
+        b = decision.binding
+        if b.state != "bound":
+            return
+        file = decision.reply.file.decode("ascii", "replace") if decision.reply.file else ""
+        key = (str(b.ip), file)
+        if self._announced.get(b.mac) == key:
+            return
+        self._announced[b.mac] = key
+        host = self.hosts.host_by_mac(b.mac)
+        if host is None:
+            self.log.debug("lease %s %s (unknown machine) %s", b.mac, b.ip, file)
+            return
+        if file:
+            row = bootloaders.by_file(file)
+            loader = f"{row.firmware} loader {row.file}" if row else \
+                "iPXE, sent its script" if file.endswith(".ipxe") else file
+            detail = f"PXE boot: {loader}, address {b.ip}"
+            kind = "pxe"
+        else:
+            detail, kind = f"lease {b.ip} to {b.mac}", "lease"
+        self.log.info("%s: %s", host.hostname, detail)
+        try:
+            self.ctx.store.event("dhcp", kind, detail, host=host.hostname)
+        except Exception:
+            self.log.exception("could not record the event")
 
     async def _ping_then_offer(self, decision: Decision, sock: socket.socket, arrival: Arrival) -> None:
         """Offer a new address only once it did not answer a ping; one that answers is set aside."""
