@@ -48,7 +48,8 @@ def test_one_spelling_of_a_version_everywhere(tmp_path, capsys):
     for spelling in ("web:1", "web@1"):
         assert main(["images", "show", spelling, "--config", cfg]) == 0
         out = capsys.readouterr().out
-        assert "image:           web:1" in out and "state:           complete (current)" in out, out
+        fields = dict(line.split(":", 1) for line in out.splitlines())
+        assert fields["image"].strip() == "web:1" and fields["state"].strip() == "complete (current)", out
     assert main(["images", "show", "web:9", "--config", cfg]) == 1
     assert "web:9: no such version" in capsys.readouterr().err
     assert main(["images", "show", "web:x", "--config", cfg]) == 2

@@ -33,6 +33,15 @@ def installed_and_booted(lab, machine):
     return run, booted
 
 
+def install_then_stop(lab, machine):
+    """installed_and_booted, then power off: (run, booted, the whole console of that power-on)."""
+    try:
+        run, booted = installed_and_booted(lab, machine)
+        return run, booted, machine.guest.console()
+    finally:
+        machine.guest.stop()
+
+
 def test_bios_install_then_netboot_once(install_lab, hosts):
     """The manual's flow on a BIOS machine; a larger disk than the golden client's is used."""
     lab = install_lab
@@ -89,11 +98,7 @@ def test_secure_boot_install_through_signed_shim_and_grub(install_lab, hosts):
     an unsigned loader is tests/test_secure_boot_firmware.py.)"""
     lab = install_lab
     node = lab.machine("node6", "52:54:00:77:00:16", firmware="uefi-secure", disk_size="1G")
-    try:
-        run, booted = installed_and_booted(lab, node)
-        console = node.guest.console()
-    finally:
-        node.guest.stop()
+    run, booted, console = install_then_stop(lab, node)
     installer = console[:booted.start()]
     assert "NBP filename is shimx64.efi" in installer and "Fetching Netboot Image grubx64.efi" in installer
     # Printed by the installer's kernel, then by the installed system's.
@@ -166,11 +171,7 @@ def test_e1000_nic(install_lab, hosts):
     """An Intel e1000 NIC (BIOS, iPXE's e1000 ROM): the initrd's e1000 driver installs, the system comes up on it."""
     lab = install_lab
     node = lab.machine("node7", "52:54:00:77:00:17", nic_model="e1000")
-    try:
-        run, booted = installed_and_booted(lab, node)
-        console = node.guest.console()
-    finally:
-        node.guest.stop()
+    run, booted, console = install_then_stop(lab, node)
     assert "DHCP on eth0 (52:54:00:77:00:17)" in run["log"], run["log"][-2000:]
     # The installed system's driver probe, e.g. "e1000 0000:00:03.0 eth0: (PCI:33MHz:32-bit) <mac>".
     assert re.search(r"e1000 \S+ eth0: .*52:54:00:77:00:17", console), console[-3000:]
@@ -196,11 +197,7 @@ def test_uefi_http_boot(install_lab, hosts):
     the firmware fetches ipxe.efi over HTTP and the install runs from there."""
     lab = install_lab
     node = lab.machine("node9", "52:54:00:77:00:19", firmware="uefi", netboot="http")
-    try:
-        run, booted = installed_and_booted(lab, node)
-        console = node.guest.console()
-    finally:
-        node.guest.stop()
+    run, booted, console = install_then_stop(lab, node)
     assert "Start HTTP Boot over IPv4" in console and "Start PXE over" not in console, console[-3000:]
     assert "URI: http://10.77.0.1:8080/boot/ipxe.efi" in console, console[-3000:]
     assert booted.groups()[0:2] == ("node9", "10.77.0.19/24") and booted.group(4) == "uefi"

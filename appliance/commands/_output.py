@@ -16,6 +16,21 @@ def add_json_arg(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print the records as JSON")
 
 
+def add_action(actions, name: str, text: str, func, *positionals: str, json: bool = False):
+    """A subcommand's action (si hosts show HOST): --config, --json if it lists or shows, its
+    positional arguments (NAME or NAME:METAVAR), the function it runs; returns its parser."""
+    from ._common import add_config_arg
+    q = actions.add_parser(name, help=text)
+    add_config_arg(q)
+    if json:
+        add_json_arg(q)
+    for positional in positionals:
+        dest, _, metavar = positional.partition(":")
+        q.add_argument(dest, metavar=metavar or None)
+    q.set_defaults(func=func)
+    return q
+
+
 def _plain(value) -> str:
     return " ".join(str("-" if value is None else value).split())      # no tabs or newlines inside a field
 
@@ -45,3 +60,10 @@ def emit(columns: Sequence[str], rows: Iterable[Sequence], *, records: list | No
     for r in rows:
         table.add_row(*(_plain(v) for v in r))
     Console(file=stream).print(table)
+
+
+def print_fields(rows: Sequence[tuple[str, object]], stream=None) -> None:
+    """One record as 'key:  value' lines, the values in one column."""
+    width = max((len(k) for k, _ in rows), default=0) + 2
+    for key, value in rows:
+        print(f"{key + ':':{width}}{'-' if value is None else value}", file=stream or sys.stdout)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
-from ._output import add_json_arg, emit
+from ._output import add_action, add_json_arg, emit, print_fields
 
 
 def register(sub) -> None:
@@ -24,15 +24,10 @@ def register(sub) -> None:
     st.add_argument("--group", help="group name, for pushupdate --group")
     st.add_argument("--console", help="serial console for installs, e.g. ttyS0,115200n8 ('' clears)")
     st.set_defaults(func=set_host)
-    q = actions.add_parser("show", help="one host: its settings, lease, next boot and last install")
-    add_config_arg(q)
-    add_json_arg(q)
-    q.add_argument("hostname")
-    q.set_defaults(func=show_host)
-    q = actions.add_parser("delete", help="remove a host (its reservation, boot config, script link)")
-    add_config_arg(q)
-    q.add_argument("hostname")
-    q.set_defaults(func=delete_host)
+    add_action(actions, "show", "one host: its settings, lease, next boot and last install", show_host,
+               "hostname", json=True)
+    add_action(actions, "delete", "remove a host (its reservation, boot config, script link)", delete_host,
+               "hostname")
     for name, netboot, text in (("reinstall", "install", "next PXE boot autoinstalls HOST"),
                                 ("local", "local", "next PXE boot goes to HOST's own disk")):
         q = actions.add_parser(name, help=text)
@@ -155,8 +150,7 @@ def show_host(args) -> int:
         rows.append(("last run", f"{last.kind} of {last.image or '-'}: {last.state}, {last.phase or '-'} "
                                  f"{last.percent:.0f}%, started {when(last.started)}"))
         rows.append(("runs", str(len(runs))))
-    for key, value in rows:
-        print(f"{key + ':':11}{value}")
+    print_fields(rows)
     return 0
 
 

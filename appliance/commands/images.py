@@ -12,35 +12,23 @@ from pathlib import Path
 
 from .. import getimage as engine
 from ..images import ImageError, ImageStore, check_image_name, disk_usage, parse_ref, ref
-from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store
-from ._output import add_json_arg, emit
+from ._common import CliError, OperationFailed, load_config, open_store
+from ._output import add_action, emit, print_fields
 
 
 def register(sub) -> None:
     p = sub.add_parser("images", help="list, inspect, delete or chroot into images")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    q = actions.add_parser("list", help="every image, its current version and settings")
-    add_config_arg(q)
-    add_json_arg(q)
-    q.set_defaults(func=list_images)
+    add_action(actions, "list", "every image, its current version and settings", list_images, json=True)
     for name, func, text in (("show", show, "details of one image (NAME) or one version (NAME:N)"),
                              ("versions", versions, "the versions of an image and their disk use")):
-        q = actions.add_parser(name, help=text)
-        add_config_arg(q)
-        add_json_arg(q)
-        q.add_argument("name")
-        q.set_defaults(func=func)
-    q = actions.add_parser("delete", help="delete an image (NAME) or one version (NAME:N)")
-    add_config_arg(q)
-    q.add_argument("ref", metavar="NAME[:N]")
+        add_action(actions, name, text, func, "name", json=True)
+    q = add_action(actions, "delete", "delete an image (NAME) or one version (NAME:N)", delete, "ref:NAME[:N]")
     q.add_argument("--force", action="store_true", help="delete even if hosts are assigned the image")
-    q.set_defaults(func=delete)
-    q = actions.add_parser("chroot", help="open a shell inside an image to edit it with its own tools")
-    add_config_arg(q)
-    q.add_argument("ref", metavar="NAME[:N]")
+    q = add_action(actions, "chroot", "open a shell inside an image to edit it with its own tools", chroot,
+                   "ref:NAME[:N]")
     q.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell, as typed")
-    q.set_defaults(func=chroot)
 
 
 def _wrap(func):
@@ -84,11 +72,10 @@ def show(args) -> int:
         if args.json:
             print(json.dumps({**v, "current": bool(current and current["version"] == version)}, indent=2))
             return 0
-        for key, value in (("image", ref(name, version)), ("state", v["state"]
-                           + (" (current)" if current and current["version"] == version else "")),
-                           ("path", v["path"]), ("size", _size(v["size"])), ("parent", str(v["parent"] or "-")),
-                           ("rsync module", f"{name}@{version}"), ("created", _when(v["created"]))):
-            print(f"{key + ':':17}{value}")
+        print_fields((("image", ref(name, version)), ("state", v["state"]
+                      + (" (current)" if current and current["version"] == version else "")),
+                      ("path", v["path"]), ("size", _size(v["size"])), ("parent", v["parent"]),
+                      ("rsync module", f"{name}@{version}"), ("created", _when(v["created"]))))
         return 0
     current = store.latest_image_version(name)
     hosts = [h.hostname for h in store.hosts() if h.image == name]
@@ -104,8 +91,7 @@ def show(args) -> int:
             ("ip assignment", image["ip_method"] or "-"), ("post install", image["post_install"] or "-"),
             ("rsync modules", f"{name} (current), {name}@N (version N)"), ("hosts", ", ".join(hosts) or "-"),
             ("created", _when(image["created"]))]
-    for key, value in rows:
-        print(f"{key + ':':17}{value}")
+    print_fields(rows)
     return 0
 
 
