@@ -135,7 +135,7 @@ class Supervisor:
             })
         return {"ok": all(s["ok"] for s in services), "uptime": round(time.time() - self.started, 1),
                 "interface": self.ctx.config.interface, "address": str(self.ctx.config.address),
-                "services": services}
+                "services": services, "installs_blocked_by": install_blockers(self.ctx.config)}
 
     # --- main loop -------------------------------------------------------
     async def run_until_signalled(self, on_started: Callable[[dict], None] | None = None) -> None:
@@ -164,6 +164,21 @@ class Supervisor:
         self.running = {s.name: Running(s) for s in build_services(ctx)}
         await self.start_all()
         self._record("supervisor", "reload", str(ctx.config.source))
+
+
+def install_blockers(cfg) -> list[str]:
+    """What keeps any install from starting although the services run: the boot root's
+    missing pieces, each with the command that makes it (empty: ready)."""
+    from .bootconfig import needed_files
+    from .bootconfig.decide import INITRD, KERNEL
+    root = cfg.boot_root
+    out = []
+    if not (root / KERNEL).is_file() or not (root / INITRD).is_file():
+        out.append(f"no autoinstall kernel and initrd in {root / 'systemimager'}: run 'si mkbootimage'")
+    missing = sorted(f for f in needed_files(cfg) if not (root / f).is_file())
+    if missing:
+        out.append(f"boot loaders missing from {root}: {', '.join(missing)}: run 'si mkbootserver'")
+    return out
 
 
 def status_rows(status: dict) -> list[tuple[str, str, str, str]]:

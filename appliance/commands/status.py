@@ -36,6 +36,8 @@ def print_status(status: dict) -> None:
     title = f"SystemImager appliance on {status.get('interface')} ({status.get('address')})"
     if not sys.stdout.isatty():
         emit(("service", "state", "listening", "serves"), status_rows(status))
+        for blocker in status.get("installs_blocked_by", []):
+            print(f"installs cannot start: {blocker}", file=sys.stderr)
         return
     table = Table(title=title)
     for column in ("service", "state", "listening", "serves"):
@@ -43,6 +45,8 @@ def print_status(status: dict) -> None:
     for row in status_rows(status):
         table.add_row(*row)
     Console().print(table)
+    for blocker in status.get("installs_blocked_by", []):
+        print(f"installs cannot start: {blocker}")
 
 
 def status(args) -> int:
