@@ -132,3 +132,17 @@ def test_status_rows_show_a_running_services_detail_after_what_it_serves():
         ("tftp", "up", "udp 10.0.0.1:69", "pxelinux; lock-step loop in Python: _lockstep.so is not built"),
         ("dns", "down", "-", "bind failed"),
     ]
+
+
+def test_install_blockers_name_what_to_run(tmp_path):
+    from appliance.config import parse
+    from appliance.supervisor import install_blockers
+    cfg = parse({"interface": "br0", "address": "10.77.0.1", "state_dir": str(tmp_path),
+                 "subnet": [{"network": "10.77.0.0/24"}]})
+    blockers = install_blockers(cfg)
+    assert len(blockers) == 2 and "si mkbootimage" in blockers[0] and "shimx64.efi" in blockers[1]
+    for name in ("systemimager/kernel", "systemimager/initrd.img", "undionly.kpxe", "shimx64.efi",
+                 "grubx64.efi", "ipxe.efi"):
+        (cfg.boot_root / name).parent.mkdir(parents=True, exist_ok=True)
+        (cfg.boot_root / name).write_bytes(b"x")
+    assert install_blockers(cfg) == []
