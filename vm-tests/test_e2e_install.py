@@ -82,7 +82,7 @@ def test_uefi_install_on_gpt_with_esp(install_lab, hosts):
         assert booted.group(4) == "uefi", "the installed disk did not boot through UEFI"
         assert booted.group(5) == "disabled"
         console = node.guest.console()
-        assert "NBP filename is shimx64.efi" in console and "Welcome to GRUB!" in console
+        assert "NBP filename is shimx64.efi" in console and "Fetching Netboot Image grubx64.efi" in console
         # After the install the network GRUB starts the disk's own loader: the firmware's
         # other network boot options (PXEv6, HTTP boot) are never tried.
         after = console.split("node2 is installed: boot the local disk", 1)[1]
