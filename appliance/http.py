@@ -96,7 +96,7 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
             kind, detail = event
             log.info("%s: %s", hostname, detail)
             store.event("install", kind, detail, host=hostname)
-        if current is None or current.state != "running" or report.phase == "start":
+        if progress_report.starts_run(current, report):
             install_id = store.start_install(hostname, host.image, report.kind)
         else:
             install_id = current.id

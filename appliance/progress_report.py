@@ -65,12 +65,17 @@ def parse(raw: bytes) -> ProgressReport:
     return ProgressReport(phase, None if percent is None else float(percent), done, state, log, kind)
 
 
+def starts_run(before, report: ProgressReport) -> bool:
+    """Whether this report begins a new run: none is running for the host, or it says 'start'."""
+    return before is None or before.state != "running" or report.phase == "start"
+
+
 def milestone(before, report: ProgressReport, image: str | None, now: float) -> tuple[str, str] | None:
     """The event a report makes, if any: a run starting, a new phase, its end (kind, detail).
 
-    before: the host's run as it stood before this report (None, or a finished one, when
-    the report starts a new run). Percent-only reports make none: they are the monitor's."""
-    started = before is None or before.state != "running" or report.phase == "start"
+    before: the host's run as it stood before this report. Percent-only reports make
+    none: they are the monitor's."""
+    started = starts_run(before, report)
     if report.state in ("succeeded", "failed"):
         seconds = now - before.started if before is not None and not started else 0.0
         moved = report.bytes_done if report.bytes_done is not None else (before.bytes if before else 0)

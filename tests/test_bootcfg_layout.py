@@ -13,6 +13,7 @@ from services import bootloaders
 from appliance.config import load
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_NEEDED = bootloaders.needed("ipxe", "shim")      # the config's defaults: iPXE for BIOS, shim for UEFI
 SI = [sys.executable, "-m", "appliance.cli"]
 
 
@@ -28,16 +29,16 @@ def fake_source(root: Path, skip: tuple[str, ...] = ()) -> Path:
 
 def test_layout_copies_then_is_idempotent(tmp_path):
     src, boot = fake_source(tmp_path / "src"), tmp_path / "boot"
-    first = lay_out(boot, src)
+    first = lay_out(boot, src, needed=DEFAULT_NEEDED)
     assert sorted(first.copied) == sorted(f.dest for f in BOOT_FILES) and not first.unchanged
     assert (boot / "efi64/syslinux.efi").read_bytes() == b"fake efi64/syslinux.efi\n"
     assert (boot / "efi64/ldlinux.e64").is_file() and (boot / "grubx64.efi").is_file()
     stamp = (boot / "pxelinux.0").stat().st_mtime_ns
-    second = lay_out(boot, src)
+    second = lay_out(boot, src, needed=DEFAULT_NEEDED)
     assert not second.copied and len(second.unchanged) == len(BOOT_FILES)
     assert (boot / "pxelinux.0").stat().st_mtime_ns == stamp          # not rewritten
     (src / "usr/lib/ipxe/undionly.kpxe").write_bytes(b"newer undionly\n")
-    third = lay_out(boot, src)
+    third = lay_out(boot, src, needed=DEFAULT_NEEDED)
     assert third.copied == ["undionly.kpxe"]
     assert (boot / "undionly.kpxe").read_bytes() == b"newer undionly\n"
     assert not [p for p in boot.rglob(".*tmp*")]                      # no temporaries left
@@ -54,14 +55,16 @@ def test_missing_package_is_a_clear_error_and_nothing_is_copied(tmp_path):
 
 
 def test_optional_grub_and_autoinstall_pair_are_reported(tmp_path):
+    """With iPXE on UEFI, GRUB is optional: its absence is a note naming its package."""
+    ipxe_only = bootloaders.needed("ipxe", "ipxe")
     src, boot = fake_source(tmp_path / "src", skip=("grubx64.efi",)), tmp_path / "boot"
-    report = lay_out(boot, src)
+    report = lay_out(boot, src, needed=ipxe_only)
     notes = "\n".join(report.notes())
     assert "grub-efi-amd64-signed" in notes and "si mkbootimage" in notes
     (boot / "systemimager").mkdir()
     (boot / "systemimager/kernel").write_bytes(b"k")
     (boot / "systemimager/initrd.img").write_bytes(b"i")
-    report = lay_out(boot, src)
+    report = lay_out(boot, src, needed=ipxe_only)
     assert report.kernel == boot / "systemimager/kernel" and report.initrd == boot / "systemimager/initrd.img"
     assert "si mkbootimage" not in "\n".join(report.notes())
 
@@ -74,9 +77,9 @@ def test_non_strict_layout_for_si_up_copies_what_exists(tmp_path):
 
 
 def test_only_the_configured_loaders_are_required(tmp_path):
-    """Default loaders (iPXE): pxelinux absent is a note, not an error; with shim chosen, shim is needed."""
+    """iPXE for BIOS and UEFI: pxelinux absent is a note, not an error; with shim chosen, shim is needed."""
     src, boot = fake_source(tmp_path / "src", skip=("pxelinux.0", "shimx64.efi")), tmp_path / "boot"
-    report = lay_out(boot, src)
+    report = lay_out(boot, src, needed=bootloaders.needed("ipxe", "ipxe"))
     assert not report.missing and {f.dest for f in report.skipped} == {"pxelinux.0", "shimx64.efi"}
     assert "ldlinux.c32" in report.copied and "snponly.efi" in report.copied
     assert not [n for n in report.notes(optional=False) if "skipped" in n]
@@ -87,7 +90,7 @@ def test_only_the_configured_loaders_are_required(tmp_path):
 def test_table_matches_debian_packages_installed_here(tmp_path):
     """The real thing: every source exists on this Debian machine and belongs to the named package."""
     boot = tmp_path / "boot"
-    report = lay_out(boot)
+    report = lay_out(boot, needed=DEFAULT_NEEDED)
     assert len(report.copied) == len(BOOT_FILES)
     out = subprocess.run(["dpkg", "-S", *(f"/{f.source}" for f in BOOT_FILES)],
                          capture_output=True, text=True, check=True).stdout
@@ -145,18 +148,18 @@ def test_si_up_context_serves_rendered_configs(tmp_path):
 def test_localboot_efi_is_built_from_debian_grub_and_kept_when_unchanged(tmp_path):
     """The real grub-mkimage with grub-efi-amd64-bin's modules: a PE image with our config inside."""
     boot = tmp_path / "boot"
-    first = lay_out(boot)
+    first = lay_out(boot, needed=DEFAULT_NEEDED)
     assert first.localboot == "built", first.localboot
     image = (boot / "localboot.efi").read_bytes()
     assert image[:2] == b"MZ" and b"chainloader /EFI/BOOT/BOOTX64.EFI" in image
     stamp = (boot / "localboot.efi").stat().st_mtime_ns
-    assert lay_out(boot).localboot == "unchanged"
+    assert lay_out(boot, needed=DEFAULT_NEEDED).localboot == "unchanged"
     assert (boot / "localboot.efi").stat().st_mtime_ns == stamp
     assert not [p for p in boot.iterdir() if p.name.startswith(".localboot")]
 
 
 def test_localboot_without_grub_modules_is_a_note_naming_the_package(tmp_path):
     src, boot = fake_source(tmp_path / "src"), tmp_path / "boot"
-    report = lay_out(boot, src)          # the fake root has no GRUB modules
+    report = lay_out(boot, src, needed=DEFAULT_NEEDED)          # the fake root has no GRUB modules
     assert not (boot / "localboot.efi").exists()
     assert any("apt-get install grub-efi-amd64-bin" in n for n in report.notes()), report.notes()

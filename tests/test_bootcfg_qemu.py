@@ -29,6 +29,7 @@ import pytest
 from ipaddress import IPv4Address
 
 from appliance.bootconfig import boot_file, lay_out
+from services import bootloaders
 from appliance.config import Config, HttpConfig
 from appliance.lab.netns import Lab
 from appliance.lab.qemu import efi_virtio_rom, ipxe_lkrn
@@ -51,7 +52,7 @@ def lab_boot(tmp_path_factory):
     stand_in_kernel = ipxe_lkrn()
     state = tmp_path_factory.mktemp("bootcfg-lab")
     boot = state / "tftpboot"
-    lay_out(boot)
+    lay_out(boot, needed=bootloaders.needed("ipxe", "ipxe"))
     (boot / "systemimager").mkdir()
     shutil.copy(stand_in_kernel, boot / "systemimager/kernel")
     (boot / "systemimager/initrd.img").write_bytes(b"\0" * 4096)

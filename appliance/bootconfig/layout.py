@@ -73,8 +73,8 @@ def _copy_if_changed(src: Path, dest: Path) -> bool:
     return True
 
 
-def lay_out(boot_root: Path, source_root: Path = Path("/"), strict: bool = True,
-            needed: frozenset[str] = bootloaders.needed("ipxe", "ipxe")) -> LayoutReport:
+def lay_out(boot_root: Path, source_root: Path = Path("/"), strict: bool = True, *,
+            needed: frozenset[str]) -> LayoutReport:
     """Copy the loaders into boot_root. needed: the dests that are required (the configured
     loaders' files, bootloaders.needed()); strict: a missing one raises, before anything is copied."""
     report = LayoutReport()

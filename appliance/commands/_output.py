@@ -31,7 +31,7 @@ def add_action(actions, name: str, text: str, func, *positionals: str, json: boo
     return q
 
 
-def _plain(value) -> str:
+def plain(value) -> str:
     return " ".join(str("-" if value is None else value).split())      # no tabs or newlines inside a field
 
 
@@ -47,7 +47,7 @@ def emit(columns: Sequence[str], rows: Iterable[Sequence], *, records: list | No
     if not stream.isatty():
         print("\t".join(columns), file=stream)
         for r in rows:
-            print("\t".join(_plain(v) for v in r), file=stream)
+            print("\t".join(plain(v) for v in r), file=stream)
         return
     if not rows:
         print(f"{title + ': ' if title else ''}{empty}", file=stream)
@@ -58,7 +58,7 @@ def emit(columns: Sequence[str], rows: Iterable[Sequence], *, records: list | No
     for column in columns:
         table.add_column(column)
     for r in rows:
-        table.add_row(*(_plain(v) for v in r))
+        table.add_row(*(plain(v) for v in r))
     Console(file=stream).print(table)
 
 

@@ -6,6 +6,7 @@ import sys
 import time
 
 from ._common import add_config_arg, load_config, open_store
+from ._output import plain
 
 
 def register(sub) -> None:
@@ -22,7 +23,7 @@ def line(e: dict, as_json: bool, tty: bool) -> str:
     if as_json:
         return json.dumps(e)
     fields = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["ts"])), e["source"], e["kind"],
-              e["host"] or "-", " ".join(e["detail"].split()))
+              plain(e["host"]), plain(e["detail"]))
     return "  ".join(fields) if tty else "\t".join(fields)
 
 

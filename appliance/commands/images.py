@@ -69,11 +69,11 @@ def show(args) -> int:
         if v is None:
             raise OperationFailed(f"image {ref(name, version)}: no such version (see 'si images versions {name}')")
         current = store.latest_image_version(name)
+        is_current = bool(current and current["version"] == version)
         if args.json:
-            print(json.dumps({**v, "current": bool(current and current["version"] == version)}, indent=2))
+            print(json.dumps({**v, "current": is_current}, indent=2))
             return 0
-        print_fields((("image", ref(name, version)), ("state", v["state"]
-                      + (" (current)" if current and current["version"] == version else "")),
+        print_fields((("image", ref(name, version)), ("state", v["state"] + (" (current)" if is_current else "")),
                       ("path", v["path"]), ("size", _size(v["size"])), ("parent", v["parent"]),
                       ("rsync module", f"{name}@{version}"), ("created", _when(v["created"]))))
         return 0

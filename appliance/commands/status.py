@@ -33,20 +33,18 @@ def fetch_status(port: int, timeout: float = 5.0) -> dict:
 
 
 def print_status(status: dict) -> None:
-    title = f"SystemImager appliance on {status.get('interface')} ({status.get('address')})"
-    if not sys.stdout.isatty():
+    tty = sys.stdout.isatty()
+    if tty:
+        table = Table(title=f"SystemImager appliance on {status.get('interface')} ({status.get('address')})")
+        for column in ("service", "state", "listening", "serves"):
+            table.add_column(column)
+        for row in status_rows(status):
+            table.add_row(*row)
+        Console().print(table)
+    else:
         emit(("service", "state", "listening", "serves"), status_rows(status))
-        for blocker in status.get("installs_blocked_by", []):
-            print(f"installs cannot start: {blocker}", file=sys.stderr)
-        return
-    table = Table(title=title)
-    for column in ("service", "state", "listening", "serves"):
-        table.add_column(column)
-    for row in status_rows(status):
-        table.add_row(*row)
-    Console().print(table)
-    for blocker in status.get("installs_blocked_by", []):
-        print(f"installs cannot start: {blocker}")
+    for blocker in status.get("installs_blocked_by", []):    # a pipe gets the rows alone on stdout
+        print(f"installs cannot start: {blocker}", file=sys.stdout if tty else sys.stderr)
 
 
 def status(args) -> int:

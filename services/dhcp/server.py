@@ -41,7 +41,7 @@ class DhcpService(Service):
         self.book = LeaseBook(self.cfg.subnets)
         self.journal = Journal(ctx.store)
         self.hosts = HostDirectory(ctx.store)
-        self._announced: dict[str, tuple[str, str]] = {}    # mac -> (address, boot file) last told
+        self._announced: dict[str, tuple[str, str]] = {}    # known host's mac -> (address, boot file) told
         self.policy = Policy(self.cfg, self.hosts, self.book)
         ctx.subscribe("hosts", self.hosts.invalidate)
         self.sockets: dict[int, socket.socket] = {}
@@ -223,17 +223,14 @@ class DhcpService(Service):
         """One log line and event per lease of a known host, and per PXE boot (renewals repeat
         neither: a key changes only when the address or the boot file does)."""
         b = decision.binding
-        if b.state != "bound":
-            return
+        host = self.hosts.host_by_mac(b.mac)
+        if host is None or b.state != "bound":
+            return              # unknown machines (a flood of them) cost one dict lookup each
         file = decision.reply.file.decode("ascii", "replace") if decision.reply.file else ""
         key = (str(b.ip), file)
         if self._announced.get(b.mac) == key:
             return
         self._announced[b.mac] = key
-        host = self.hosts.host_by_mac(b.mac)
-        if host is None:
-            self.log.debug("lease %s %s (unknown machine) %s", b.mac, b.ip, file)
-            return
         if file:
             row = bootloaders.by_file(file)
             loader = f"{row.firmware} loader {row.file}" if row else \
