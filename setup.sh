@@ -15,6 +15,8 @@ APPLIANCE_PACKAGES=(
   python3 python3-venv iproute2 curl util-linux mount kmod zstd
   gcc libc6-dev   # the TFTP lock-step loop in C (services/tftp/lockstep.c)
   rsync openssh-client
+  # installing many machines at once: pack, swarm (tracker, seeder) and multicast
+  mktorrent opentracker aria2 ctorrent udpcast
   # the boot image (si mkbootimage) and boot media (si mkautoinstallcd)
   busybox-static fdisk dosfstools e2fsprogs xfsprogs acl xorriso mtools
   # the boot root (si mkbootserver): loaders from Debian's packages

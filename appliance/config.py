@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from services import bootloaders
+from services.fleet import settings as fleet_settings
 from services.names import valid_domain
 
 DEFAULT_PATH = Path("/etc/systemimager/appliance.toml")
-SERVICE_NAMES = ("dhcp", "tftp", "dns", "http", "rsyncd")
+SERVICE_NAMES = ("dhcp", "tftp", "dns", "http", "rsyncd", "fleet")
 IP_METHODS = ("static_dhcp", "dynamic_dhcp", "static", "replicant")
 # Linux console= values: ttyS0, ttyS1,115200n8, ttyAMA0,115200, hvc0 ...
 CONSOLE = re.compile(r"^(?P<dev>tty[A-Za-z]{0,6}(?P<unit>\d{1,3})|hvc\d{1,2})"
@@ -112,6 +113,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     rsyncd: RsyncdConfig = field(default_factory=RsyncdConfig)
+    fleet: fleet_settings.FleetSettings = field(default_factory=fleet_settings.FleetSettings)
     # Serial console for installs by host group, "default" for every other host
     # (a host's own console comes first): the manual's 13.5, by configuration.
     consoles: tuple[tuple[str, str], ...] = ()
@@ -263,7 +265,7 @@ def _parse_subnet(table: Any, index: int) -> SubnetConfig:
 def parse(data: dict, source: Path | None = None) -> Config:
     """Build a validated Config from a TOML document (already decoded)."""
     top = {"interface", "address", "domain", "image_server", "state_dir", "log_dir", "boot_dir",
-           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd", "consoles", "allow_clients"}
+           "services", "subnet", "dhcp", "tftp", "http", "dns", "rsyncd", "fleet", "consoles", "allow_clients"}
     _check_keys(data, top, "")
     for key in ("interface", "address"):
         if key not in data:
@@ -371,8 +373,14 @@ def parse(data: dict, source: Path | None = None) -> Config:
     rsyncd = RsyncdConfig(_port(rs_t, "port", "rsyncd.", 873),
                           _positive(rs_t, "max_connections", "rsyncd.", 64))
 
+    try:
+        fleet = fleet_settings.parse(_take(data, "fleet", "", dict, {}))
+    except fleet_settings.SettingsError as exc:
+        raise ConfigError(f"fleet.{exc}") from None
+
     ports = {"tftp.port": (tftp.port, "udp"), "dns.port": (dns.port, "udp"),
-             "http.port": (http.port, "tcp"), "rsyncd.port": (rsyncd.port, "tcp")}
+             "http.port": (http.port, "tcp"), "rsyncd.port": (rsyncd.port, "tcp"),
+             "fleet.tracker_port": (fleet.tracker_port, "tcp"), "fleet.peer_port": (fleet.peer_port, "tcp")}
     seen: dict[tuple[int, str], str] = {}
     for key, (port, proto) in ports.items():
         if (port, proto) in seen:
@@ -392,7 +400,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
         interface=interface, address=address, domain=domain, image_server=image_server,
         state_dir=state_dir, log_dir=path("log_dir", Path("/var/log/systemimager")),
         boot_dir=path("boot_dir", None), services=services, subnets=subnets,
-        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, consoles=tuple(consoles),
+        dhcp=dhcp, tftp=tftp, http=http, dns=dns, rsyncd=rsyncd, fleet=fleet, consoles=tuple(consoles),
         allow_clients=tuple(allow_clients), source=source)
 
 

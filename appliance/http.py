@@ -24,6 +24,7 @@ log = logging.getLogger("si.http")
 
 ROUTE_PROVIDERS: list[str] = [
     "appliance.client.routes:add_routes",
+    "appliance.fleet.routes:add_routes",
 ]
 CTX_KEY = web.AppKey("ctx", Context)
 

@@ -52,6 +52,7 @@ class Context:
         # provider maps (path, client_ip) to bytes, or None when the path is not its.
         self.dynamic_files: list[Callable[[str, str], bytes | None]] = []
         self.force = False  # 'si up --force': the operator overrides safety refusals
+        self.fleet = None   # appliance.fleet.Fleet, made on first use (fleet_of)
 
     def dynamic_file(self, path: str, client_ip: str) -> bytes | None:
         for provider in self.dynamic_files:

@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "dns": "services.dns.server:DnsService",
     "rsyncd": "services.rsyncd.daemon:RsyncdService",
     "dhcp": "services.dhcp.server:DhcpService",
+    "fleet": "appliance.fleet.service:FleetService",
 }
 
 BACKOFF_FIRST = 0.5

@@ -63,11 +63,18 @@ TOOLS = {
     "e2fsprogs": Tool("e2fsprogs", ("mke2fs", "mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "tune2fs", "e2label")),
     "dosfstools": Tool("dosfstools", ("mkfs.fat", "mkfs.vfat", "fatlabel")),
     "util-linux": Tool("util-linux", ("blkid", "wipefs")),
+    # the fleet transports: the image's stream (GNU tar keeps ACLs and xattrs; busybox tar does not)
+    "tar": Tool("tar", ("tar",)),
+    "zstd": Tool("zstd", ("zstd",)),
+    "aria2": Tool("aria2", ("aria2c",)),
+    "ctorrent": Tool("ctorrent", ("ctorrent",)),   # the BitTorrent client (see the master script)
+    "udpcast": Tool("udpcast", ("udp-receiver",)),
     # optional (--with): bigger, for images that need them
     "xfs": Tool("xfsprogs", ("mkfs.xfs",), ("xfs",)),
     "gdisk": Tool("gdisk", ("sgdisk",)),
 }
-DEFAULT_TOOLS = ("busybox", "rsync", "sfdisk", "e2fsprogs", "dosfstools", "util-linux")
+DEFAULT_TOOLS = ("busybox", "rsync", "sfdisk", "e2fsprogs", "dosfstools", "util-linux",
+                 "tar", "zstd", "udpcast", "ctorrent")
 EXTRA_FILES = {"e2fsprogs": ("etc/mke2fs.conf",)}  # by package
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "usr/lib64", "lib", "usr/lib")
 BIN_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
@@ -388,6 +395,7 @@ class Builder:
         interps: set[str] = set()
         pending = list(elves)
         expanded: set[str] = set()
+        unavailable: set[str] = set()
         frontier = [t.package for t in tools]
         while True:
             missing: list[str] = []
@@ -412,7 +420,7 @@ class Builder:
             # fetch what the packages we hold depend on, one level at a time
             nxt = []
             for pkg in frontier:
-                if pkg in expanded:
+                if pkg in expanded or pkg in unavailable:
                     continue
                 expanded.add(pkg)
                 nxt += [d for d in debs.depends(self._fetch(pkg)) if d not in self.fetched and d not in nxt]
@@ -422,6 +430,8 @@ class Builder:
             for pkg in nxt:   # virtual or unavailable ones were left out: another may provide the library
                 if pkg in self.fetched:
                     debs.extract(self.fetched[pkg], pkgroot)
+                else:
+                    unavailable.add(pkg)   # e.g. bookworm's libgcc1, a name libgcc-s1 provides
             frontier = nxt
             pending = [Path(p) for p in elves] + list(done.values())
         for soname, path in sorted(done.items()):

@@ -25,6 +25,9 @@ PROGRAMS: dict[str, str] = {
     "curl": "curl",
     "depmod": "kmod",
     "zstd": "zstd",
+    # the fleet transports (services/fleet): packing, the swarm, multicast
+    "mktorrent": "mktorrent", "opentracker": "opentracker", "aria2c": "aria2", "ctorrent": "ctorrent",
+    "udp-sender": "udpcast", "udp-receiver": "udpcast",
     "busybox": "busybox-static",
     "sfdisk": "fdisk",
     "lsblk": "util-linux", "blkid": "util-linux", "partx": "util-linux", "unshare": "util-linux",

@@ -24,7 +24,7 @@ from appliance.lab.netns import Lab
 from appliance.store import Store
 from appliance.store.records import Host
 
-from autoinstall_helpers import MIB, make_image, need, sfdisk_dump
+from autoinstall_helpers import MIB, make_image, need, sfdisk_dump, write_stubs
 
 SERVER, CLIENT = "10.93.0.1", "10.93.0.10"
 XFS_UUID = "5f0e9d6a-0000-4000-8000-000000000001"
@@ -43,23 +43,6 @@ cfg = parse({"interface": "si0", "address": sys.argv[1], "state_dir": sys.argv[2
              "services": {"dhcp": False}, "http": {"port": 8080}})
 web.run_app(build_app(Context(cfg, Store(cfg.db_path))), host=sys.argv[1], port=8080, print=None)
 """
-
-STUB = """#!/bin/sh
-# Records the call, then posts it like the initrd's command would.
-echo "{name} $*" >>"$CALLS"
-url="http://$IMAGESERVER:$SI_HTTP_PORT/api/installs/$HOSTNAME"
-post() {{ curl -s -m 5 -H "Content-Type: application/json" -d "$1" "$url" >>"$CALLS.http"; echo >>"$CALLS.http"; }}
-{body}
-"""
-STUBS = {
-    "si-progress": r'post "{\"phase\": \"$1\", \"percent\": ${2:-0}${3:+, \"bytes\": $3}}"',
-    "si-log": r"""printf '%s\n' "$*" >>"$CALLS.log"
-text=$(printf '%s' "$*" | head -n 1 | tr -cd '[:alnum:] ._:/=()-')
-post "{\"log\": \"$text\"}" """,
-    "si-fail": r'post "{\"state\": \"failed\", \"log\": \"failed\"}"; exit 1',
-    "si-done": r'post "{\"state\": \"succeeded\", \"phase\": \"done\", \"percent\": 100}"',
-}
-
 
 def golden_image(tmp: Path) -> Path:
     sda = sfdisk_dump(tmp, "sda", 256, "label: dos\n,48M,83,*\n,32M,82\n,,5\n,64M,83\n,,83\n", "/dev/sda")
@@ -177,11 +160,7 @@ def test_master_script_installs_onto_loop_disks(rig):
         assert time.time() < deadline, "rsync daemon or HTTP app did not come up in the server namespace"
         time.sleep(0.2)
 
-    stubs = tmp / "stubs"
-    stubs.mkdir()
-    for name, body in STUBS.items():
-        (stubs / name).write_text(STUB.format(name=name, body=body))
-        os.chmod(stubs / name, 0o755)
+    stubs = write_stubs(tmp / "stubs")
     calls = tmp / "calls"
     env = dict(os.environ, PATH=f"{stubs}:/usr/sbin:/usr/bin:/sbin:/bin", CALLS=str(calls),
                IMAGESERVER=SERVER, SI_HTTP_PORT="8080", HOSTNAME="node1", DOMAINNAME="lab.example",

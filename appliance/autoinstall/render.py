@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.atomicfile import write_atomic
 
+from services.fleet import pack
 from services.names import valid_image_name
 
 from ..config import Config
@@ -24,7 +25,8 @@ def shell_quote(value: object) -> str:
 
 HERE = Path(__file__).parent
 # What the script is made from besides the image: a change to any rewrites it.
-CODE = (HERE / "templates/master.sh.j2", HERE / "render.py", HERE / "plan.py", HERE / "scheme.py", HERE / "fstab.py")
+CODE = (HERE / "templates/master.sh.j2", HERE / "render.py", HERE / "plan.py", HERE / "scheme.py", HERE / "fstab.py",
+        Path(pack.__file__))
 
 
 @cache
@@ -39,7 +41,8 @@ def _environment():
 
 def render_master(plan: InstallPlan, inputs: str = "") -> str:
     return _environment().get_template("master.sh.j2").render(
-        image=plan.image, plan=plan, inputs=inputs,
+        image=plan.image, plan=plan, inputs=inputs, tar_extract_options=" ".join(
+            w if w.replace("-", "").replace("=", "").isalnum() else shell_quote(w) for w in pack.EXTRACT[1:]),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 

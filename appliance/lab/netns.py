@@ -80,6 +80,12 @@ def sweep_stale() -> list[str]:
     return removed
 
 
+def _with_broadcast(address: str) -> list[str]:
+    """`ip addr add` words: IPv4 gets its broadcast address, as DHCP clients and ifconfig set
+    it (without one, udp-receiver sends its hello to 0.0.0.0 and never joins a session)."""
+    return [address, "brd", "+"] if "." in address and "/" in address else [address]
+
+
 class Lab:
     """A set of namespaces torn down together (use as a context manager)."""
 
@@ -121,7 +127,7 @@ class Lab:
         self.run(ns, "ip", "link", "add", name, "type", "bridge")
         self.run(ns, "ip", "link", "set", name, "type", "bridge", "forward_delay", "0")
         if address:
-            self.run(ns, "ip", "addr", "add", address, "dev", name)
+            self.run(ns, "ip", "addr", "add", *_with_broadcast(address), "dev", name)
         self.run(ns, "ip", "link", "set", name, "up")
         return name
 
@@ -137,7 +143,7 @@ class Lab:
         self.run(ns_b, "ip", "link", "set", tmp_b, "name", if_b)
         for ns, ifname, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
             if addr:
-                self.run(ns, "ip", "addr", "add", addr, "dev", ifname)
+                self.run(ns, "ip", "addr", "add", *_with_broadcast(addr), "dev", ifname)
             self.run(ns, "ip", "link", "set", ifname, "up")
         if bridge_b:
             self.run(ns_b, "ip", "link", "set", if_b, "master", bridge_b)

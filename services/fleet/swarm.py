@@ -1,0 +1,36 @@
+"""The BitTorrent swarm's engines: opentracker as the tracker, aria2c as the first seed.
+
+Debian builds opentracker with a whitelist of info hashes: it serves only the
+torrents of this appliance's packs (others get "not authorized"). The seeder is
+one aria2c per pack, bound to the appliance's address, with DHT, local peer
+discovery and peer exchange off: the torrents are private to the install network.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+WHITELIST = "whitelist"   # inside the tracker's chroot directory
+PRIVATE_SWARM = ("--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+                 "--enable-peer-exchange=false")
+
+
+def announce_url(address: str, port: int) -> str:
+    return f"http://{address}:{port}/announce"
+
+
+def tracker_argv(address: str, port: int, directory: Path) -> list[str]:
+    """opentracker on address:port (TCP and UDP), chrooted to directory as nobody."""
+    return ["opentracker", "-i", address, "-p", str(port), "-P", str(port),
+            "-d", str(directory), "-u", "nobody", "-w", f"/{WHITELIST}"]
+
+
+def whitelist_text(info_hashes: list[str]) -> str:
+    return "".join(f"{h}\n" for h in sorted(set(info_hashes)))
+
+
+def seeder_argv(torrent: Path, directory: Path, address: str, port: int) -> list[str]:
+    """aria2c seeding the finished stream in directory for ever (it was hashed when packed)."""
+    return ["aria2c", f"--dir={directory}", "--seed-ratio=0.0", "--bt-seed-unverified=true",
+            "--check-integrity=false", f"--interface={address}", f"--listen-port={port}",
+            *PRIVATE_SWARM, "--summary-interval=0", "--console-log-level=warn",
+            "--enable-rpc=false", "--auto-save-interval=0", "--bt-max-peers=0", str(torrent)]
