@@ -235,7 +235,7 @@ class Fleet:
 
     def _fallback(self, transport: str, why: str) -> Plan:
         self.counters["fallbacks"] += 1
-        return Plan("rsync", f"{transport} not possible now: {why}; rsync this time")
+        return Plan("rsync", f"{transport} not possible now: {why}, rsync this time")
 
     def status(self) -> dict:
         packs = []
