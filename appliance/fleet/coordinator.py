@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.children import die_with_parent
+from services.children import end_group, spawn
 from services.fleet import multicast, pack, swarm
 from services.fleet.pack import Pack
 
@@ -32,7 +33,6 @@ class Session:
     proc: asyncio.subprocess.Process
     state: str = "waiting"            # waiting -> sending -> done
     joined: list[str] = field(default_factory=list)
-    opened: float = field(default_factory=time.time)
 
 
 SAFE = "._:/ ,()-"   # what a value may hold besides letters and digits (the master script's reader)
@@ -50,26 +50,6 @@ class Plan:
         if self.detail:
             lines.append("detail=" + "".join(c if c.isalnum() or c in SAFE else "_" for c in self.detail))
         return "\n".join(lines) + "\n"
-
-
-async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
-
-
-async def _end(proc: asyncio.subprocess.Process | None) -> None:
-    if proc is None or proc.returncode is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 5)
-    except (ProcessLookupError, asyncio.TimeoutError):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
 
 
 class Fleet:
@@ -131,8 +111,8 @@ class Fleet:
         self.ctx.store.event("fleet", "packed", detail)
         log.info("%s", detail)
         for old in self.root.joinpath(image).glob("*"):   # older versions' packs are not served again
-            if old.name not in (str(version), f"{version}.partial") and old.name.isdigit():
-                await asyncio.to_thread(_remove, old)
+            if old.name.isdigit() and old.name != str(version):
+                await asyncio.to_thread(shutil.rmtree, old, True)
 
     # --- the swarm -------------------------------------------------------------
     async def _write_whitelist(self) -> Path:
@@ -149,10 +129,10 @@ class Fleet:
             return
         port = self.settings.peer_port + len(self.seeders) % 64
         argv = swarm.seeder_argv(p.torrent, p.directory, str(self.ctx.config.hint_address), port)
-        self.seeders[key] = await _spawn(argv)
+        self.seeders[key] = await spawn(argv)
         directory = await self._write_whitelist()
         if self.tracker is None or self.tracker.returncode is not None:
-            self.tracker = await _spawn(swarm.tracker_argv(str(self.ctx.config.hint_address),
+            self.tracker = await spawn(swarm.tracker_argv(str(self.ctx.config.hint_address),
                                                            self.settings.tracker_port, directory))
             await asyncio.sleep(0.2)
         else:
@@ -160,7 +140,7 @@ class Fleet:
         self.ctx.store.event("fleet", "seeding", f"{image}:{version} on port {port}")
 
     # --- multicast ---------------------------------------------------------------
-    async def _join(self, image: str, version: int, p: Pack, host: str) -> Session:
+    async def _join(self, image: str, version: int, p: Pack) -> Session:
         s = self.sessions.get(image)
         if s is not None and s.state == "waiting" and s.version == version and s.proc.returncode is None:
             return s
@@ -171,7 +151,7 @@ class Fleet:
             raise RuntimeError("every multicast session port pair is in use")
         argv = multicast.sender_argv(p.stream, self.ctx.config.interface, free[0], self.settings)
         argv += ["--start-timeout", str(self.settings.max_wait + self.settings.join_timeout)]
-        s = Session(image, version, free[0], await _spawn(argv))
+        s = Session(image, version, free[0], await spawn(argv))
         self.sessions[image] = s
         self.counters["sessions"] += 1
         asyncio.get_running_loop().create_task(self._watch(s))
@@ -227,7 +207,7 @@ class Fleet:
                     await self._seed(image, version, p)
                     values["torrent"] = f"/fleet/{image}/{version}/{pack.TORRENT}"
                     return Plan(transport, f"swarm of {image}:{version}, {p.size} bytes", values)
-                session = await self._join(image, version, p, host)
+                session = await self._join(image, version, p)
             except (OSError, RuntimeError) as exc:
                 return self._fallback(transport, str(exc))
             values["portbase"] = session.portbase
@@ -257,12 +237,8 @@ class Fleet:
         for task in self.packing.values():
             task.cancel()
         for proc in [self.tracker, *self.seeders.values(), *(x.proc for x in self.sessions.values())]:
-            await _end(proc)
+            await end_group(proc)
         self.seeders.clear()
         self.sessions.clear()
         self.tracker = None
 
-
-def _remove(path: Path) -> None:
-    import shutil
-    shutil.rmtree(path, ignore_errors=True)

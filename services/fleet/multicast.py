@@ -17,7 +17,6 @@ SESSIONS = 16   # port pairs portbase, portbase + 2, ...
 JOINED = re.compile(r"New connection from (\S+)")
 STARTED = re.compile(r"Starting transfer")
 DONE = re.compile(r"Transfer complete")
-DROPPED = re.compile(r"Dropping client #\d+ because of timeout|Disconnecting #\d+ \((\S+)\)")
 
 
 def sender_argv(stream: Path, interface: str, portbase: int, s: FleetSettings) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from appliance.service import Context, Endpoint, Health, Service
-from services.children import die_with_parent
+from services.children import end_group, spawn
 
 from . import render
 
@@ -110,10 +110,7 @@ class RsyncdService(Service):
         if stale is not None:
             self.log.warning("ended rsync daemon pid %d that an earlier appliance left running", stale)
             self.counters["stale_ended"] = self.counters.get("stale_ended", 0) + 1
-        self.proc = await asyncio.create_subprocess_exec(
-            rsync, "--daemon", "--no-detach", f"--config={conf}",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
+        self.proc = await spawn([rsync, "--daemon", "--no-detach", f"--config={conf}"])
         self.counters["starts"] += 1
         proc = self.proc
         stderr = asyncio.create_task(proc.stderr.read(64 * 1024))
@@ -143,21 +140,7 @@ class RsyncdService(Service):
             await self._stop(proc)
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is not None:
-            return
-        # The whole process group: the listener and the transfers it forked.
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await proc.wait()
+        await end_group(proc)   # the whole group: the listener and the transfers it forked
 
     def health(self) -> Health:
         up = self.proc is not None and self.proc.returncode is None
