@@ -238,3 +238,24 @@ def test_progress_posts_json_with_only_new_log_text(tmp_path):
     assert bodies[1]["log"].endswith("SystemImager: second\n") and "first" not in bodies[1]["log"]
     assert bodies[2]["log"] == ""
     assert bodies[3]["log"].endswith("after-a-lost-post\n")   # nothing lost while the server was away
+
+
+def test_a_long_failure_message_still_reaches_the_appliance(tmp_path):
+    """A failure's phase is its message; an rsync error is longer than the appliance's phase limit,
+    and a refused final report left the run 'running' for five minutes (found by the Debian e2e)."""
+    from appliance import progress_report
+    port, events = _free_port(), tmp_path / "events.jsonl"
+    server = _httpd(tmp_path, port, events)
+    message = "rsync failed (exit 23): " + "rmdir(boot/efi) failed: Device or resource busy (16) " * 6
+    try:
+        env = {"IMAGESERVER": "127.0.0.1", "SI_HTTP_PORT": str(port), "HOSTNAME": "node7"}
+        proc = run_functions(f'si_post failed "{message}\nsecond line é" || exit 9', env=env, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        server.terminate()
+        server.wait()
+    post = json.loads(events.read_text().splitlines()[0])
+    assert post["error"] is None, post
+    report = progress_report.parse(json.dumps(post["body"]).encode())      # the appliance's own parser: accepted, not a 400
+    assert report.state == "failed" and len(report.phase) == progress_report.MAX_PHASE
+    assert report.phase.startswith("rsync failed (exit 23): rmdir(boot/efi)")

@@ -256,6 +256,13 @@ si_json_escape() {
         sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/$/\\n/' | tr -d '\n'
 }
 
+# A phase is a short label: the appliance refuses one longer than 200 characters, and
+# a failure's phase is its whole message (an rsync error runs past that), so cut it;
+# printable ASCII only, so the cut never splits a character. The full text is in the log.
+si_phase_label() {
+    LC_ALL=C tr -c '\040-\176' ' ' | head -c 200
+}
+
 si_number() {
     case "$1" in ''|*[!0-9]*) echo "${2:-0}" ;; *) echo "$1" ;; esac
 }
@@ -286,7 +293,7 @@ si_post() {
     [ "$size" -lt "$sent" ] && sent=0
     {
         printf '{"state": "%s", "phase": "' "$1"
-        printf '%s' "$2" | si_json_escape | sed 's/\\n$//'
+        printf '%s' "$2" | si_phase_label | si_json_escape | sed 's/\\n$//'
         printf '", "percent": %s, "bytes": %s, "log": "' "$(si_number "$3" null)" "$(si_number "$4" null)"
         tail -c +$((sent + 1)) "$SI_LOG" | head -c "$((size - sent))" | si_json_escape
         printf '"}\n'
