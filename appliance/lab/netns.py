@@ -125,7 +125,9 @@ class Lab:
     # --- wiring --------------------------------------------------------
     def bridge(self, ns: str, name: str, address: str | None = None) -> str:
         self.run(ns, "ip", "link", "add", name, "type", "bridge")
-        self.run(ns, "ip", "link", "set", name, "type", "bridge", "forward_delay", "0")
+        # A dumb switch: no IGMP snooping, so multicast (udpcast's sessions) reaches every
+        # port whether or not a querier is about.
+        self.run(ns, "ip", "link", "set", name, "type", "bridge", "forward_delay", "0", "mcast_snooping", "0")
         if address:
             self.run(ns, "ip", "addr", "add", *_with_broadcast(address), "dev", name)
         self.run(ns, "ip", "link", "set", name, "up")
