@@ -20,11 +20,12 @@ def die_with_parent() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def spawn(argv: list[str]):
+async def spawn(argv: list[str], *, read_stdout: bool = False):
     """An engine as an asyncio child in a process group of its own that dies with us
-    (stderr piped for its last words, stdin and stdout closed)."""
+    (stderr piped for its last words, stdin closed, stdout piped if the caller reads it)."""
     return await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        *argv, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE if read_stdout else asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
 
 

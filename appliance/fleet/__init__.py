@@ -6,7 +6,7 @@ packs images in the background and stops the engines with the appliance).
 """
 from __future__ import annotations
 
-from .coordinator import Fleet
+from .coordinator import Fleet, pack_dir  # noqa: F401  (pack_dir: where a version's stream lives)
 
 
 def fleet_of(ctx) -> Fleet:

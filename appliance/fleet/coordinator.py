@@ -52,6 +52,15 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
+def packs_root(config) -> Path:
+    return config.state_dir / "packs"
+
+
+def pack_dir(config, image: str, version: int) -> Path:
+    """Where image:version's stream, torrent and pack.json live."""
+    return packs_root(config) / image / str(version)
+
+
 class Fleet:
     def __init__(self, ctx) -> None:
         self.ctx = ctx
@@ -59,6 +68,7 @@ class Fleet:
         self.pack_errors: dict[tuple[str, int], str] = {}
         self.tracker: asyncio.subprocess.Process | None = None
         self.seeders: dict[tuple[str, int], asyncio.subprocess.Process] = {}
+        self.uploaded: dict[tuple[str, int], int] = {}   # bytes each seeder has given the swarm
         self.sessions: dict[str, Session] = {}
         self.counters = {"plans": 0, "packs": 0, "pack_failures": 0, "sessions": 0, "fallbacks": 0}
         self._lock = asyncio.Lock()
@@ -70,13 +80,13 @@ class Fleet:
 
     @property
     def root(self) -> Path:
-        return self.ctx.config.state_dir / "packs"
+        return packs_root(self.ctx.config)
 
     def announce(self) -> str:
         return swarm.announce_url(str(self.ctx.config.hint_address), self.settings.tracker_port)
 
     def pack_dir(self, image: str, version: int) -> Path:
-        return self.root / image / str(version)
+        return pack_dir(self.ctx.config, image, version)
 
     def ready_pack(self, image: str, version: int) -> Pack | None:
         p = pack.read(self.pack_dir(image, version))
@@ -129,7 +139,8 @@ class Fleet:
             return
         port = self.settings.peer_port + len(self.seeders) % 64
         argv = swarm.seeder_argv(p.torrent, p.directory, str(self.ctx.config.hint_address), port)
-        self.seeders[key] = await spawn(argv)
+        self.seeders[key] = await spawn(argv, read_stdout=True)
+        asyncio.get_running_loop().create_task(self._count_uploads(key, self.seeders[key]))
         directory = await self._write_whitelist()
         if self.tracker is None or self.tracker.returncode is not None:
             self.tracker = await spawn(swarm.tracker_argv(str(self.ctx.config.hint_address),
@@ -138,6 +149,14 @@ class Fleet:
         else:
             self.tracker.send_signal(signal.SIGHUP)   # opentracker re-reads its whitelist
         self.ctx.store.event("fleet", "seeding", f"{image}:{version} on port {port}")
+
+    async def _count_uploads(self, key: tuple[str, int], proc) -> None:
+        """Follow the seeder's readout: what the appliance gave the swarm, beside what the
+        machines took (the rest came from their peers)."""
+        async for raw in proc.stdout:
+            done = swarm.uploaded_of(raw.decode(errors="replace"))
+            if done is not None:
+                self.uploaded[key] = done
 
     # --- multicast ---------------------------------------------------------------
     async def _join(self, image: str, version: int, p: Pack) -> Session:
@@ -230,7 +249,9 @@ class Fleet:
         sessions = [{"image": x.image, "version": x.version, "port": x.portbase, "state": x.state,
                      "receivers": len(x.joined)} for x in self.sessions.values()]
         seeding = [f"{i}:{v}" for (i, v), proc in self.seeders.items() if proc.returncode is None]
-        return {"packs": packs, "sessions": sessions, "seeding": seeding, "counters": dict(self.counters),
+        uploaded = {f"{i}:{v}": n for (i, v), n in self.uploaded.items()}
+        return {"packs": packs, "sessions": sessions, "seeding": seeding, "seeder_uploaded_bytes": uploaded,
+                "counters": dict(self.counters),
                 "tracker": self.tracker is not None and self.tracker.returncode is None}
 
     async def close(self) -> None:

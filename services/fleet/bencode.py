@@ -42,6 +42,8 @@ def info_hash(torrent: bytes) -> str:
             key = torrent[torrent.index(b":", i) + 1:key_end]
             value_end = _end_of(torrent, key_end)
             if key == b"info":
+                if torrent[key_end:key_end + 1] != b"d":
+                    raise BencodeError("info is not a dictionary")
                 return hashlib.sha1(torrent[key_end:value_end]).hexdigest()
             i = value_end
     except (ValueError, IndexError) as exc:

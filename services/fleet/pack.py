@@ -68,6 +68,13 @@ def read(directory: Path) -> Pack | None:
         return None
 
 
+def state(directory: Path) -> str:
+    """'ready', 'packing' (a build's work directory is there) or 'absent'."""
+    if read(directory) is not None:
+        return "ready"
+    return "packing" if directory.with_name(directory.name + ".partial").is_dir() else "absent"
+
+
 def _need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:

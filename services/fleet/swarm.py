@@ -7,6 +7,7 @@ discovery and peer exchange off: the torrents are private to the install network
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 WHITELIST = "whitelist"   # inside the tracker's chroot directory
@@ -28,9 +29,22 @@ def whitelist_text(info_hashes: list[str]) -> str:
     return "".join(f"{h}\n" for h in sorted(set(info_hashes)))
 
 
+SUMMARY_SECONDS = 2     # how often the seeder prints its readout (what it has uploaded)
+# aria2c's readout of a seeding download: "[#31a6ad SEED(1.2) CN:3 SD:0 UL:11MiB(140MiB)]",
+# the upload rate and, in brackets, the total uploaded.
+_UPLOADED = re.compile(r"\bUL:[0-9.]+[KMG]?i?B\(([0-9.]+)([KMG]?)i?B\)")
+_UNIT = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def uploaded_of(line: str) -> int | None:
+    """Bytes the seeder has uploaded, from one line of its readout (None: not such a line)."""
+    found = _UPLOADED.search(line)
+    return int(float(found.group(1)) * _UNIT[found.group(2)]) if found else None
+
+
 def seeder_argv(torrent: Path, directory: Path, address: str, port: int) -> list[str]:
     """aria2c seeding the finished stream in directory for ever (it was hashed when packed)."""
     return ["aria2c", f"--dir={directory}", "--seed-ratio=0.0", "--bt-seed-unverified=true",
             "--check-integrity=false", f"--interface={address}", f"--listen-port={port}",
-            *PRIVATE_SWARM, "--summary-interval=0", "--console-log-level=warn",
+            *PRIVATE_SWARM, f"--summary-interval={SUMMARY_SECONDS}", "--console-log-level=warn",
             "--enable-rpc=false", "--auto-save-interval=0", "--bt-max-peers=0", str(torrent)]
