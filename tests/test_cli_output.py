@@ -50,6 +50,6 @@ def test_hosts_list_piped_and_as_json(tmp_path, capsys):
     assert main(["hosts", "list", "--json", "--config", str(cfg)]) == 0
     records = json.loads(capsys.readouterr().out)
     assert records == [{"hostname": "node1", "mac": LONG_MAC, "ip": None, "image": None, "group": None,
-                        "netboot": "install", "console": "ttyS0,115200n8"}]
+                        "transport": None, "netboot": "install", "console": "ttyS0,115200n8"}]
     assert main(["images", "list", "--json", "--config", str(cfg)]) == 0
     assert json.loads(capsys.readouterr().out) == []

@@ -98,12 +98,16 @@ def set_host(args) -> int:
 
 
 def list_hosts(args) -> int:
-    hosts = open_store(load_config(args)).hosts()
-    emit(("hostname", "mac", "ip", "image", "group", "next boot", "console"),
-         [(h.hostname, h.mac, h.ip, h.image, h.grp, "autoinstall" if h.netboot == "install" else "local disk",
-           h.console) for h in hosts],
+    cfg = load_config(args)
+    hosts = open_store(cfg).hosts()
+    # How each host's next install pulls its image: the [fleet] table's choice for its
+    # image and group (the appliance may still fall back to rsync, and says why then).
+    transport = lambda h: cfg.fleet.transport_for(h.image, h.grp) if h.image else None
+    emit(("hostname", "mac", "ip", "image", "group", "transport", "next boot", "console"),
+         [(h.hostname, h.mac, h.ip, h.image, h.grp, transport(h),
+           "autoinstall" if h.netboot == "install" else "local disk", h.console) for h in hosts],
          records=[{"hostname": h.hostname, "mac": h.mac, "ip": h.ip, "image": h.image, "group": h.grp,
-                   "netboot": h.netboot, "console": h.console} for h in hosts],
+                   "transport": transport(h), "netboot": h.netboot, "console": h.console} for h in hosts],
          as_json=args.json, empty="no hosts yet (si addclients, si hosts set)")
     return 0
 
@@ -143,6 +147,7 @@ def show_host(args) -> int:
     when = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
     rows = [("hostname", host.hostname), ("mac", host.mac or "-"), ("ip", host.ip or "-"),
             ("image", host.image or "-"), ("group", host.grp or "-"), ("console", host.console or "-"),
+            ("transport", cfg.fleet.transport_for(host.image, host.grp) if host.image else "-"),
             ("next boot", entry.reason),
             ("lease", f"{lease.ip} until {when(lease.expires)} ({lease.state})" if lease else "-")]
     if runs:

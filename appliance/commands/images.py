@@ -79,9 +79,10 @@ def show(args) -> int:
         return 0
     current = store.latest_image_version(name)
     hosts = [h.hostname for h in store.hosts() if h.image == name]
+    stream = _fleet_stream(cfg, name, current["version"]) if current else None
     if args.json:
-        print(json.dumps({**image, "current": current, "versions": store.image_versions(name), "hosts": hosts},
-                         indent=2))
+        print(json.dumps({**image, "current": current, "versions": store.image_versions(name), "hosts": hosts,
+                          "fleet_stream": stream}, indent=2))
         return 0
     rows = [("image", name), ("path", str(ImageStore(cfg, store).current_link(name))),
             ("current version", f"{current['version']} ({current['path']}, {_size(current['size'])})"
@@ -89,10 +90,33 @@ def show(args) -> int:
             ("versions", str(len(store.image_versions(name)))),
             ("golden client", image["golden_client"] or "-"),
             ("ip assignment", image["ip_method"] or "-"), ("post install", image["post_install"] or "-"),
-            ("rsync modules", f"{name} (current), {name}@N (version N)"), ("hosts", ", ".join(hosts) or "-"),
+            ("rsync modules", f"{name} (current), {name}@N (version N)"),
+            ("fleet stream", _describe_stream(stream) if stream else "-"),
+            ("hosts", ", ".join(hosts) or "-"),
             ("created", _when(image["created"]))]
     print_fields(rows)
     return 0
+
+
+def _fleet_stream(cfg, name: str, version: int) -> dict:
+    """The current version's stream for BitTorrent and multicast installs (services/fleet/pack.py)."""
+    from services.fleet import pack
+
+    from ..fleet import pack_dir
+    directory = pack_dir(cfg, name, version)
+    found = pack.read(directory)
+    return {"version": version, "state": pack.state(directory), "bytes": found.size if found else None,
+            "info_hash": found.info_hash if found else None}
+
+
+def _describe_stream(stream: dict) -> str:
+    if stream["state"] == "ready":
+        return (f"ready for version {stream['version']}: {_size(stream['bytes'])} tar.zst, "
+                f"torrent {stream['info_hash'][:12]}")
+    if stream["state"] == "packing":
+        return f"packing version {stream['version']} (the fleet service works in the background)"
+    return ("not packed (the fleet service packs a current version when it runs, "
+            "or on a machine's first BitTorrent or multicast install)")
 
 
 def versions(args) -> int:

@@ -14,6 +14,9 @@ def register(sub) -> None:
     demo = actions.add_parser("demo", help="bring the appliance up in a lab network and show it working")
     demo.add_argument("--workdir", type=Path, help="where state and logs go (default: a new temp dir)")
     demo.add_argument("--keep-running", action="store_true", help="leave the lab up until Ctrl-C")
+    demo.add_argument("--transport", choices=("rsync", "bittorrent", "multicast"), default="rsync",
+                      help="how the machines pull the image: one rsync each (default), one BitTorrent "
+                           "swarm, or one udpcast multicast session")
     demo.set_defaults(func=demo_cmd)
     clean = actions.add_parser("clean", help="remove namespaces left by killed lab runs")
     clean.set_defaults(func=clean_cmd)
@@ -27,7 +30,7 @@ def _need_root() -> None:
 def demo_cmd(args) -> int:
     _need_root()
     from ..lab.demo import run_demo
-    return run_demo(args.workdir, args.keep_running)
+    return run_demo(args.workdir, args.keep_running, args.transport)
 
 
 def clean_cmd(args) -> int:

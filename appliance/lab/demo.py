@@ -37,8 +37,23 @@ def prune_to_logs(workdir: Path) -> int:
     return kept
 
 
-def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
-    """Appliance up, golden client captured, two machines PXE-installed and booted."""
+def demo_fleet(transport: str) -> dict | None:
+    """The [fleet] table for a demo whose two machines install by `transport`: one multicast
+    session for both (it starts when both have joined), a short seed time."""
+    if transport == "rsync":
+        return None
+    return {"transport": transport, "seed_seconds": 10, "join_timeout": 90,
+            "min_receivers": 2, "min_wait": 0, "max_wait": 120}
+
+
+def transport_lines(run: dict) -> list[str]:
+    """What an install's log says of how its image came (the master script's 'transport' lines)."""
+    return [line.split("SystemImager: ", 1)[-1] for line in (run.get("log") or "").splitlines()
+            if "transport " in line]
+
+
+def run_demo(workdir: Path | None = None, keep_running: bool = False, transport: str = "rsync") -> int:
+    """Appliance up, golden client captured, two machines PXE-installed (by `transport`) and booted."""
     from rich.live import Live
 
     from ..commands.status import print_status
@@ -48,7 +63,7 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with Lab() as lab:
-        ilab = InstallLab(lab, workdir)
+        ilab = InstallLab(lab, workdir, fleet=demo_fleet(transport))
         try:
             console.rule("[bold]SystemImager lab: an install network in namespaces")
             console.print("building the autoinstall kernel/initrd (cached after the first run) and "
@@ -61,7 +76,7 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
             ilab.addclients("demo_v1", "node", 2)
             machines = [ilab.machine("node1", "52:54:00:77:00:11", firmware="bios"),
                         ilab.machine("node2", "52:54:00:77:00:12", firmware="uefi")]
-            console.print("powering on node1 (BIOS) and node2 (UEFI); they PXE-boot and install:")
+            console.print(f"powering on node1 (BIOS) and node2 (UEFI); they PXE-boot and install by {transport}:")
             t = time.time()
             for m in machines:
                 m.guest.start()
@@ -79,6 +94,9 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False) -> int:
             if len(done) < len(machines):
                 raise RuntimeError("installs did not finish within 20 minutes")
             ilab.timings["install (both, concurrently)"] = max(done.values())
+            for run in ilab.api("/api/installs") or []:
+                for line in transport_lines(run):
+                    console.print(f"  {run['hostname']}: {line}")
             t = time.time()
             for m in machines:
                 booted = m.guest.wait_for(r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+) root=\S+ firmware=(\S+)", 300)
