@@ -83,6 +83,16 @@ def ipxe_uefi_lab(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fleet_install_lab(request, tmp_path_factory):
+    """An appliance whose host groups install by BitTorrent ("swarm") and multicast ("mcast")."""
+    fleet = {"groups": {"swarm": "bittorrent", "mcast": "multicast"}, "seed_seconds": 15,
+             "join_timeout": 90, "min_receivers": 2, "min_wait": 0, "max_wait": 120}
+    with running_lab(request, tmp_path_factory, fleet=fleet) as ilab:
+        ilab.capture("golden_v1", ip_assignment="static_dhcp")
+        yield ilab
+
+
+@pytest.fixture(scope="module")
 def debian_lab(request, tmp_path_factory):
     """One appliance with an image of the Debian golden client (golden_debian.py) captured."""
     with running_lab(request, tmp_path_factory, golden="debian") as ilab:
