@@ -211,3 +211,24 @@ def test_a_machine_whose_image_is_not_packed_yet_is_told_rsync_and_why(lab, tmp_
     assert_identical(fleet, r)
     assert "transport rsync: multicast not possible now: fleetimg:1 is being packed" in r.log, r.log
     fleet.packed()   # asking started the packing
+
+
+def test_a_version_committed_by_another_process_is_packed_before_anyone_asks(lab, tmp_path):
+    """getimage commits from its own process, which tells the appliance nothing: the fleet service
+    notices the new current version itself and packs it in the background."""
+    from appliance.config import load
+    from appliance.store import Store
+    fleet = fleet_lab(lab, tmp_path, 1, {"transport": "multicast"})
+    fleet.packed()
+    tree2 = tmp_path / "image2"
+    make_tree(tree2)
+    (tree2 / "etc/motd").write_text("version 2\n")
+    store = Store(load(fleet.config).db_path)
+    store.add_image_version(IMAGE, 2, str(tree2))
+    store.finish_image_version(IMAGE, 2, 1)
+
+    def version2_ready():
+        packs = (fleet.api("/api/fleet") or {}).get("packs", [])
+        return any(p["version"] == 2 and p["state"] == "ready" for p in packs)
+    fleet.wait_for(version2_ready, f"version 2 was not packed: {fleet.api('/api/fleet')}", 30)
+    assert fleet.api("/api/fleet")["counters"]["plans"] == 0, "packed before any machine asked"

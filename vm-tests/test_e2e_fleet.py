@@ -5,6 +5,7 @@ table; every install still ends with the rsync pass, which must find almost noth
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -14,8 +15,21 @@ BOOTED = r"SI-GOLDEN-BOOTED hostname=(\S+) ip=(\S+)"
 MIB = 2**20
 
 
+def stream_ready(lab, image: str, timeout: float = 120) -> dict:
+    """The operator's check before powering a fleet on: the image's stream is packed (the fleet
+    service packs a newly captured version in the background)."""
+    deadline = time.time() + timeout
+    while True:
+        stream = json.loads(lab.si("images", "show", image, "--json").stdout)["fleet_stream"]
+        if stream["state"] == "ready" or time.time() > deadline:
+            assert stream["state"] == "ready", stream
+            return stream
+        time.sleep(1)
+
+
 def install_together(lab, hostnames, group, first_mac):
     """Enrol the hosts in `group`, power all on at once; each one's finished run and boot line."""
+    stream_ready(lab, "golden_v1")
     machines = []
     for i, hostname in enumerate(hostnames):
         lab.si("hosts", "set", hostname, "--group", group)

@@ -10,6 +10,9 @@ from ..service import Health, Service
 from . import fleet_of
 
 
+WATCH_SECONDS = 2.0
+
+
 class FleetService(Service):
     name = "fleet"
 
@@ -31,11 +34,23 @@ class FleetService(Service):
                 except RuntimeError:   # no running loop: called from outside the appliance
                     return
 
+    def _current_versions(self) -> dict[str, int]:
+        return {r["image"]: r["version"] for r in self.ctx.store.complete_image_versions()}
+
     async def serve(self, ready: Callable[[], None]) -> None:
         self.pack_current()
         ready()
+        # getimage and 'si images' commit versions from other processes, which notify no one
+        # here: look for a new current version now and then, and pack it in the background
+        # before the first machine asks.
+        seen = self._current_versions()
         try:
-            await asyncio.Event().wait()
+            while True:
+                await asyncio.sleep(WATCH_SECONDS)
+                now = self._current_versions()
+                if now != seen:
+                    seen = now
+                    self.pack_current()
         finally:
             await self.fleet.close()
 
