@@ -1,38 +1,16 @@
-"""The one small interface every service of the appliance implements.
-
-A service is started by the supervisor calling `serve()` in its own task: it
-binds its sockets, calls `ready()` once it answers, then serves until the task
-is cancelled (stop). Raising from `serve()` is a crash: the supervisor logs it
-and restarts the service with back-off. `health()` and `endpoints()` feed the
-status table and /api/health.
+"""What the appliance's services share (Context); the service contract itself (Service,
+Health, Endpoint) is services/contract.py, which services import without importing the
+appliance.
 """
 from __future__ import annotations
 
-import abc
 import logging
-from dataclasses import dataclass, field
 from typing import Callable
+
+from services.contract import Endpoint, Health, Service  # noqa: F401  (the appliance's names for them)
 
 from .config import Config
 from .store import Store
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    proto: str      # "udp" / "tcp"
-    address: str
-    port: int
-    what: str = ""  # e.g. "pxelinux, iPXE, kernel/initrd"
-
-    def __str__(self) -> str:
-        return f"{self.proto}/{self.address}:{self.port}"
-
-
-@dataclass
-class Health:
-    ok: bool = True
-    detail: str = ""
-    counters: dict[str, int] = field(default_factory=dict)
 
 
 class Context:
@@ -70,21 +48,3 @@ class Context:
                 callback()
             except Exception:  # one bad subscriber must not stop the others
                 logging.getLogger("appliance").exception("subscriber of %r failed", topic)
-
-
-class Service(abc.ABC):
-    name: str = "service"
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.log = logging.getLogger(f"si.{self.name}")
-
-    @abc.abstractmethod
-    async def serve(self, ready: Callable[[], None]) -> None:
-        """Bind, call ready(), serve until cancelled. Raise to report a crash."""
-
-    def health(self) -> Health:
-        return Health()
-
-    def endpoints(self) -> list[Endpoint]:
-        return []

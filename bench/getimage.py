@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: `si getimage` against plain `rsync -aHAX --numeric-ids` of the same tree.
+"""Benchmark: `si getimage` against plain `rsync -aHAX --numeric-ids --sparse` of the same tree.
 
 A golden client in its own network namespace runs prepareclient on a
 generated tree; the appliance namespace pulls it both ways from the same
@@ -37,6 +37,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from appliance.images import disk_usage  # noqa: E402
+
+PEER = ("-aHAX", "--numeric-ids", "--sparse")   # what getimage keeps: links, ACLs, xattrs, owners, holes
 from appliance.lab.netns import Lab  # noqa: E402
 from images_tree import build_golden_tree  # noqa: E402
 
@@ -93,7 +95,8 @@ def main() -> int:
             plain_dest = tmp / "plain"
 
             def plain() -> None:
-                lab.run(appl, "rsync", "-aHAX", "--numeric-ids", f"rsync://systemimager@{GOLD}:{PORT}/root/",
+                # the peer gets --sparse too: getimage keeps holes, and the tree has a sparse file
+                lab.run(appl, "rsync", *PEER, f"rsync://systemimager@{GOLD}:{PORT}/root/",
                         f"{plain_dest}/", env=env, timeout=1800)
 
             def ours(image: str = "bench") -> None:
@@ -138,7 +141,7 @@ def main() -> int:
                 "change_s": {"ours": round(change_ours, 3), "plain": round(change_plain, 3)},
                 "image_bytes_on_disk": size, "second_version_bytes_on_disk": extra,
                 "files": args.files, "big_mib": args.big_mib, "repeat": args.repeat,
-                "peer": "rsync -aHAX --numeric-ids " + subprocess.run(
+                "peer": " ".join(["rsync", *PEER]) + " " + subprocess.run(
                     ["rsync", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
             }
     finally:

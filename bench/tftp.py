@@ -18,6 +18,7 @@ Prints a table and the JSON result as the last line. MB = 10^6 bytes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -79,6 +80,7 @@ def server_commands(root: Path, work: Path, peers: dict[str, Path]) -> dict[str,
 class Bench:
     def __init__(self, lab: Lab, srv: str, cli: str, root: Path, out: Path) -> None:
         self.lab, self.srv, self.cli, self.root, self.out = lab, srv, cli, root, out
+        self.digests: dict[str, str] = {}
 
     def client(self, *cmd: str, timeout: float = 300) -> float:
         start = time.perf_counter()
@@ -97,8 +99,19 @@ class Bench:
         return elapsed
 
     def check(self, name: str, got: Path) -> None:
-        if got.stat().st_size != (self.root / name).stat().st_size:
-            raise RuntimeError(f"{name}: wrong size {got.stat().st_size}")
+        """The download is the file, byte for byte (a right size with wrong bytes is a failure)."""
+        if name not in self.digests:
+            self.digests[name] = _sha256(self.root / name)
+        if got.stat().st_size != (self.root / name).stat().st_size or _sha256(got) != self.digests[name]:
+            raise RuntimeError(f"{name}: the download differs from the file ({got.stat().st_size} bytes)")
+
+    def fetch(self, url: str, name: str) -> float:
+        """Seconds for curl to fetch url (checked against the boot root's `name`)."""
+        got = self.out / f"fetched-{name}"
+        elapsed = self.client("curl", "-sS", "--fail", "--tftp-blksize", str(BLKSIZE), url, "-o", str(got))
+        self.check(name, got)
+        got.unlink()
+        return elapsed
 
     def wait_ready(self, proc: subprocess.Popen) -> None:
         deadline = time.time() + 10
@@ -207,9 +220,7 @@ def main() -> None:
                                      "concurrent_MBps": round(agg, 1), "concurrent_p99_s": round(p99, 2)}
                     if name == "ours":
                         pair = (root / "kernel").stat().st_size + (root / "initrd.img").stat().st_size
-                        tftp_time = sum(bench.client("curl", "-sS", "--tftp-blksize", str(BLKSIZE),
-                                                     f"tftp://{SERVER_IP}/{f}", "-o", "/dev/null")
-                                        for f in ("kernel", "initrd.img"))
+                        tftp_time = sum(bench.fetch(f"tftp://{SERVER_IP}/{f}", f) for f in ("kernel", "initrd.img"))
                         results[name]["kernel_initrd_tftp_MBps"] = round(pair / tftp_time / MB, 1)
                 except Exception as exc:
                     results[name] = {"error": str(exc)[:300]}
@@ -228,8 +239,7 @@ def main() -> None:
                 if http.stdout.readline().strip() != "ready":
                     raise RuntimeError("HTTP service did not start")
                 pair = (root / "kernel").stat().st_size + (root / "initrd.img").stat().st_size
-                http_time = sum(bench.client("curl", "-sS", "--fail", f"http://{SERVER_IP}:8080/boot/{f}",
-                                             "-o", "/dev/null") for f in ("kernel", "initrd.img"))
+                http_time = sum(bench.fetch(f"http://{SERVER_IP}:8080/boot/{f}", f) for f in ("kernel", "initrd.img"))
                 results.setdefault("ours", {})["kernel_initrd_http_MBps"] = round(pair / http_time / MB, 1)
             finally:
                 http.terminate()
@@ -266,6 +276,18 @@ def main() -> None:
             print(f"{name:<10} {r.get('single_MBps', '-'):>8} {r.get('windowed16_MBps', '-'):>9} "
                   f"{r.get('concurrent_MBps', '-'):>9} {r.get('concurrent_p99_s', '-'):>6}")
     print(json.dumps(summary))
+    # A ratio needs both sides: a failed server (ours or the peer) fails the benchmark.
+    broken = [name for name in ("ours", "tftpd_hpa") if name in servers and "error" in results.get(name, {})]
+    if broken:
+        sys.exit(f"bench/tftp.py: {', '.join(broken)} failed; no ratio for it")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 if __name__ == "__main__":

@@ -42,13 +42,17 @@ def test_terminal_view_shows_running_and_finished(tmp_path):
 
 
 def test_rows_compute_speed_and_elapsed(tmp_path):
+    """A finished run's elapsed time ends when it finished; a running one's is now; speed is
+    bytes over elapsed."""
+    import dataclasses
     store = Store(tmp_path / "s.db")
     run = store.start_install("h", "img")
     store.update_install(run, bytes_done=1000, state="succeeded")
     rec = store.current_install("h")
-    row = install_rows([rec], now=rec.started + 100)[0]
-    assert row["elapsed"] == round(rec.finished - rec.started, 1)
-    assert row["speed_bps"] > 0
+    done = dataclasses.replace(rec, started=1000.0, finished=1100.0, bytes=5_000_000)
+    running = dataclasses.replace(rec, started=1000.0, finished=None, bytes=1_000_000, state="running")
+    rows = install_rows([done, running], now=1040.0)
+    assert [(r["elapsed"], r["speed_bps"]) for r in rows] == [(100.0, 50_000), (40.0, 25_000)]
 
 
 def test_monitor_page_in_headless_chromium(tmp_path):

@@ -22,11 +22,7 @@ STILL_TO_UNDO = {
     ("services.dhcp.leases", "appliance.store.records"),
     ("services.dhcp.policy", "appliance.config"),
     ("services.dhcp.policy", "appliance.store.records"),
-    ("services.dhcp.server", "appliance.service"),
-    ("services.dns.server", "appliance.service"),
-    ("services.rsyncd.daemon", "appliance.service"),
     ("services.rsyncd.render", "appliance.config"),
-    ("services.tftp.server", "appliance.service"),
 }
 
 

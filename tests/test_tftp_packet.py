@@ -83,6 +83,10 @@ def test_tftpy_encodes_what_we_decode():
     err = TftpPacketERR()
     err.errorcode = 2
     assert P.decode(err.encode().buffer).code == 2
-    oack = TftpPacketOACK()
-    oack.buffer = P.OAck({"blksize": "1468"}).encode()
-    assert oack.decode().options == {"blksize": b"1468"} or oack.options.get("blksize") in ("1468", b"1468")
+    oack = TftpPacketOACK()                     # tftpy reads our OACK ...
+    oack.buffer = P.OAck({"blksize": "1468", "tsize": "1024"}).encode()
+    got = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in oack.decode().options.items()}
+    assert got == {"blksize": "1468", "tsize": "1024"}
+    theirs = TftpPacketOACK()                   # ... and we read tftpy's
+    theirs.options = {"blksize": "1468", "tsize": "1024"}
+    assert P.decode(theirs.encode().buffer) == P.OAck({"blksize": "1468", "tsize": "1024"})

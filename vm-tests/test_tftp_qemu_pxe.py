@@ -63,6 +63,7 @@ def test_bios_guest_boots_pxelinux_over_our_tftp(tmp_path):
         qemu.wait()
     log = (tmp_path / "tftp.log").read_text(errors="replace")
     assert "PXELINUX" in seen and "boot:" in seen, f"pxelinux did not start; serial:\n{seen[-2000:]}\n{log[-3000:]}"
+    assert MARK in seen, f"pxelinux did not show the message file it fetched:\n{seen[-2000:]}"
     # pxelinux.0 came from the ROM's TFTP client, the rest from pxelinux's own (which asks the
     # per-host names first and gets ERROR 1 for each), and every transfer completed.
     for name in ("pxelinux.0", "ldlinux.c32", "pxelinux.cfg/01-52-54-00-12-34-56", "pxelinux.cfg/default",

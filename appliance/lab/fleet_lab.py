@@ -46,6 +46,7 @@ class Pull:
     log: str
     target: Path
     pulled_at: float | None
+    phases: dict[str, float]     # when each progress phase was first seen (finish(stop_when_pulled))
 
 
 class FleetLab:
@@ -135,9 +136,16 @@ class FleetLab:
         """Each machine's Pull once all have ended; stop_when_pulled ends them (and their
         seeding) as soon as every one has the image in place."""
         deadline = time.time() + timeout
+        phases: dict[int, dict[str, float]] = {i: {} for i, _ in procs}
         if stop_when_pulled:
             while time.time() < deadline and not all(
                     proc.poll() is not None or (self.workdir / f"si-tmp{i}/pulled").exists() for i, proc in procs):
+                now = boot_clock()
+                for i, _ in procs:
+                    calls = self.workdir / f"calls{i}"
+                    for line in calls.read_text().splitlines() if calls.exists() else ():
+                        if line.startswith("si-progress "):
+                            phases[i].setdefault(line.split()[1], now)
                 time.sleep(0.1)
             for _, proc in procs:
                 if proc.poll() is None:
@@ -153,7 +161,7 @@ class FleetLab:
             pulled = self.workdir / f"si-tmp{i}/pulled"
             results.append(Pull(i, proc.returncode, out, log.read_text() if log.exists() else "",
                                 self.workdir / f"target{i}",
-                                float(pulled.read_text()) if pulled.exists() else None))
+                                float(pulled.read_text()) if pulled.exists() else None, phases[i]))
         return results
 
     def install(self, indexes, extra_env: dict | None = None, timeout: float = 120) -> list[Pull]:

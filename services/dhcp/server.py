@@ -12,7 +12,7 @@ import socket
 import time
 from collections import Counter
 
-from appliance.service import Endpoint, Health, Service
+from services.contract import Endpoint, Health, Service
 
 from .. import bootloaders
 from . import packet as P

@@ -13,7 +13,7 @@ import struct
 import time
 from typing import Callable
 
-from appliance.service import Context, Endpoint, Health, Service
+from services.contract import Endpoint, Health, Service
 
 from . import wire
 from .zone import Resolver, build_zone
@@ -95,7 +95,7 @@ class _UdpListener:
 class DnsService(Service):
     name = "dns"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx) -> None:   # appliance.service.Context
         super().__init__(ctx)
         cfg = ctx.config
         self.counters: dict[str, int] = {}

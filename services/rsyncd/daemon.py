@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from appliance.service import Context, Endpoint, Health, Service
+from services.contract import Endpoint, Health, Service
 from services.children import end_group, spawn
 
 from . import render
@@ -83,7 +83,7 @@ def end_stale_daemon(pid_file: Path, conf: Path, wait: float = 5.0) -> int | Non
 class RsyncdService(Service):
     name = "rsyncd"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx) -> None:   # appliance.service.Context
         super().__init__(ctx)
         self.proc: asyncio.subprocess.Process | None = None
         self.counters = {"starts": 0, "exits": 0, "config_writes": 0}

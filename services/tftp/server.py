@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from appliance.service import Endpoint, Health, Service
+from services.contract import Endpoint, Health, Service
 from services import safepath
 
 from . import native
