@@ -1,11 +1,10 @@
 """HTTP: boot files (sendfile, Range), the JSON API, and install progress.
 
-Other parts add routes through ROUTE_PROVIDERS ("module:function" taking the
+Other parts add their routes through ROUTE_PROVIDERS (functions taking the
 aiohttp app and the Context), so this module stays the HTTP frame only.
 """
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import json
 import logging
@@ -17,15 +16,14 @@ from aiohttp import web
 from services import safepath
 
 from . import monitor, progress_report
+from .client.routes import add_routes as client_routes
+from .fleet.routes import add_routes as fleet_routes
 from .http_guard import Guard, GuardedSite
 from .service import Context, Endpoint, Health, Service
 
 log = logging.getLogger("si.http")
 
-ROUTE_PROVIDERS: list[str] = [
-    "appliance.client.routes:add_routes",
-    "appliance.fleet.routes:add_routes",
-]
+ROUTE_PROVIDERS: list[Callable[[web.Application, Context], None]] = [client_routes, fleet_routes]
 CTX_KEY = web.AppKey("ctx", Context)
 
 MAX_PROGRESS_BODY = 1024 * 1024
@@ -143,9 +141,8 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
     # autoinstall scripts that autoinstalling clients fetch.
     app.router.add_get("/boot/{path:.+}", serve_from(boot_root))
     app.router.add_get("/scripts/{path:.+}", serve_from(lambda: ctx.config.scripts_dir))
-    for target in ROUTE_PROVIDERS:
-        module, func = target.split(":")
-        getattr(importlib.import_module(module), func)(app, ctx)
+    for add_routes in ROUTE_PROVIDERS:
+        add_routes(app, ctx)
     return app
 
 

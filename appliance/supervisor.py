@@ -6,25 +6,31 @@ and restarts the services with it (a bad new config is logged and ignored).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from services.dhcp.server import DhcpService
+from services.dns.server import DnsService
+from services.rsyncd.daemon import RsyncdService
+from services.tftp.server import TftpService
+
+from .fleet.service import FleetService
+from .http import HttpService
 from .service import Context, Endpoint, Health, Service
 
 log = logging.getLogger("si.supervisor")
 
-# name -> "module:Class". A service is listed here only once it works.
-REGISTRY: dict[str, str] = {
-    "http": "appliance.http:HttpService",
-    "tftp": "services.tftp.server:TftpService",
-    "dns": "services.dns.server:DnsService",
-    "rsyncd": "services.rsyncd.daemon:RsyncdService",
-    "dhcp": "services.dhcp.server:DhcpService",
-    "fleet": "appliance.fleet.service:FleetService",
+# The services of the appliance, by config name, in start order.
+REGISTRY: dict[str, type[Service]] = {
+    "http": HttpService,
+    "tftp": TftpService,
+    "dns": DnsService,
+    "rsyncd": RsyncdService,
+    "dhcp": DhcpService,
+    "fleet": FleetService,
 }
 
 BACKOFF_FIRST = 0.5
@@ -41,14 +47,8 @@ class Running:
     started: float = 0.0
 
 
-def build_services(ctx: Context, registry: dict[str, str] | None = None) -> list[Service]:
-    services = []
-    for name, target in (registry or REGISTRY).items():
-        if not ctx.config.enabled(name):
-            continue
-        module, cls = target.split(":")
-        services.append(getattr(importlib.import_module(module), cls)(ctx))
-    return services
+def build_services(ctx: Context, registry: dict[str, type[Service]] | None = None) -> list[Service]:
+    return [cls(ctx) for name, cls in (registry or REGISTRY).items() if ctx.config.enabled(name)]
 
 
 class Supervisor:

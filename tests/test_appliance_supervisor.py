@@ -8,6 +8,7 @@ import pytest
 
 from appliance import supervisor as sup
 from appliance.config import Config
+from appliance.http import HttpService
 from appliance.service import Context, Endpoint, Service
 from appliance.store import Store
 
@@ -116,10 +117,10 @@ def test_backoff_grows(tmp_path, monkeypatch):
 
 def test_build_services_honours_the_enabled_set(tmp_path):
     ctx = _ctx(tmp_path)
-    names = [s.name for s in sup.build_services(ctx, {"http": "appliance.http:HttpService"})]
+    names = [s.name for s in sup.build_services(ctx, {"http": HttpService})]
     assert names == ["http"]
     ctx.config = ctx.config.with_overrides(services=frozenset())
-    assert sup.build_services(ctx, {"http": "appliance.http:HttpService"}) == []
+    assert sup.build_services(ctx, {"http": HttpService}) == []
 
 
 def test_status_rows_show_a_running_services_detail_after_what_it_serves():

@@ -587,7 +587,7 @@ def test_service_in_the_appliance(tree, tmp_path):
                  services=frozenset({"tftp"}), tftp=TftpConfig(port=port, max_sessions=4))
     ctx = Context(cfg, Store(tmp_path / "db.sqlite"))
     ctx.dynamic_files.append(lambda path, ip: b"rendered\n" if path == "ipxe/x.ipxe" else None)
-    assert REGISTRY["tftp"] == "services.tftp.server:TftpService"
+    assert REGISTRY["tftp"] is TftpService
     services = build_services(ctx)
     assert [type(s) for s in services] == [TftpService]
     svc = services[0]
