@@ -54,29 +54,27 @@ def repaired(log: str) -> int:
     return int(found.group(1))
 
 
-def test_three_machines_install_one_swarm_and_boot(fleet_install_lab):
-    lab = fleet_install_lab
-    hosts = lab.addclients("golden_v1", "bt", 3, start=1)
-    runs, booted = install_together(lab, hosts, "swarm", "52:54:00:77:02:1")
+def fleet_installs(lab, basename: str, count: int, start: int, group: str, first_mac: str, says: str) -> None:
+    """`count` new hosts of `group` install together; each log says `says`, none fell back, the
+    rsync pass after the stream moved almost nothing, and each booted its disk as itself."""
+    hosts = lab.addclients("golden_v1", basename, count, start=start)
+    runs, booted = install_together(lab, hosts, group, first_mac)
     for host in hosts:
         log = runs[host]["log"]
-        assert "transport bittorrent: swarm of golden_v1:" in log, log[-3000:]
-        assert "falling back" not in log, log[-3000:]
+        assert says in log and "falling back" not in log, log[-3000:]
         assert repaired(log) < MIB, "the stream was right: the rsync pass should move almost nothing"
         assert booted[host].group(1) == host
-    status = lab.api("/api/fleet")
+
+
+def test_three_machines_install_one_swarm_and_boot(fleet_install_lab):
+    fleet_installs(fleet_install_lab, "bt", 3, 1, "swarm", "52:54:00:77:02:1",
+                   "transport bittorrent: swarm of golden_v1:")
+    status = fleet_install_lab.api("/api/fleet")
     assert status["tracker"] and any(s.startswith("golden_v1:") for s in status["seeding"]), status
 
 
 def test_two_machines_install_one_multicast_session_and_boot(fleet_install_lab):
-    lab = fleet_install_lab
-    hosts = lab.addclients("golden_v1", "mc", 2, start=5)
-    runs, booted = install_together(lab, hosts, "mcast", "52:54:00:77:02:5")
-    for host in hosts:
-        log = runs[host]["log"]
-        assert "transport multicast: session on port" in log, log[-3000:]
-        assert "falling back" not in log, log[-3000:]
-        assert repaired(log) < MIB
-        assert booted[host].group(1) == host
-    sessions = lab.api("/api/fleet")["sessions"]
+    fleet_installs(fleet_install_lab, "mc", 2, 5, "mcast", "52:54:00:77:02:5",
+                   "transport multicast: session on port")
+    sessions = fleet_install_lab.api("/api/fleet")["sessions"]
     assert [s["receivers"] for s in sessions] == [2], sessions
