@@ -188,6 +188,8 @@ def test_each_ip_method_renders_and_configures(tmp_path, method):
     target = tmp_path / "target"
     (target / "etc/network").mkdir(parents=True)
     (target / "etc/network/interfaces").write_text("# golden\n")
+    (target / "etc/hostname").write_text("golden\n")
+    (target / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tgolden.lab.example golden\n")
     stub = tmp_path / "bin"
     stub.mkdir()
     (stub / "si-log").write_text("#!/bin/sh\necho \"$*\" >>\"$LOGFILE\"\n")
@@ -204,11 +206,14 @@ def test_each_ip_method_renders_and_configures(tmp_path, method):
     interfaces = (target / "etc/network/interfaces").read_text()
     networkd = target / "etc/systemd/network/10-systemimager.network"
     hosts = (target / "etc/hosts").read_text()
-    assert (target / "etc/hostname").read_text() == "node7\n"
-    if method == "replicant":
+    if method == "replicant":       # the manual: don't mess with the network settings
         assert interfaces == "# golden\n" and not networkd.exists()
+        assert (target / "etc/hostname").read_text() == "golden\n" and "golden.lab.example golden" in hosts
         assert "left as they are" in (tmp_path / "log").read_text()
-    elif method == "static":
+        assert "left as the image has them" in (tmp_path / "log").read_text()
+        return
+    assert (target / "etc/hostname").read_text() == "node7\n"
+    if method == "static":
         assert "iface ens3 inet static" in interfaces and "address 10.9.0.17" in interfaces
         assert "netmask 255.255.252.0" in interfaces and "gateway 10.9.0.1" in interfaces
         text = networkd.read_text()
@@ -219,8 +224,7 @@ def test_each_ip_method_renders_and_configures(tmp_path, method):
         assert "iface ens3 inet dhcp" in interfaces and "source /etc/network/interfaces.d/*" in interfaces
         assert "DHCP=ipv4" in networkd.read_text()
         assert "127.0.1.1\tnode7.lab.example node7" in hosts
-    if method != "replicant":
-        assert "golden" not in hosts  # the golden client's name is gone
+    assert "golden" not in hosts  # the golden client's name is gone
 
 
 def test_part_helper_names_partitions(tmp_path):
