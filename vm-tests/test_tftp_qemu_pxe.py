@@ -3,8 +3,8 @@
 Inside a namespace: a bridge with the server address, a tap for the guest,
 dnsmasq for DHCP only (--port=0, no TFTP) pointing at pxelinux.0, and our
 server (services.tftp.server) for every file. The guest's firmware TFTP client
-fetches pxelinux.0, pxelinux fetches ldlinux.c32 and pxelinux.cfg/default (whose
-SAY line shows up on the serial console) and the message file it names.
+fetches pxelinux.0, pxelinux fetches ldlinux.c32 and pxelinux.cfg/default and the
+message file it names; the serial console shows pxelinux's prompt, our log each transfer.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from appliance.lab.netns import Lab
 REPO = Path(__file__).resolve().parent.parent
 PXELINUX = Path("/usr/lib/PXELINUX/pxelinux.0")
 LDLINUX = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
-MARK = "hello-from-si-tftp"
 
 
 def test_bios_guest_boots_pxelinux_over_our_tftp(tmp_path):
@@ -31,11 +30,11 @@ def test_bios_guest_boots_pxelinux_over_our_tftp(tmp_path):
     (root / "pxelinux.cfg").mkdir(parents=True)
     shutil.copy(PXELINUX, root / "pxelinux.0")
     shutil.copy(LDLINUX, root / "ldlinux.c32")
-    # DISPLAY makes pxelinux fetch one more file over TFTP (its text goes to the screen, not the
-    # serial port); SAY prints the mark on the serial console from the config file it fetched.
+    # DISPLAY makes pxelinux fetch one more file, named by the config it fetched, over TFTP. (Its
+    # text, like SAY's, never reached the serial log here: the serial shows the loader's own
+    # lines only, so the TFTP log below is what tells the file came.)
     (root / "hello.msg").write_text("hello\n")
-    (root / "pxelinux.cfg" / "default").write_text(
-        f"SERIAL 0 115200\nSAY {MARK}\nDISPLAY hello.msg\nPROMPT 1\nTIMEOUT 0\n")
+    (root / "pxelinux.cfg" / "default").write_text("SERIAL 0 115200\nDISPLAY hello.msg\nPROMPT 1\nTIMEOUT 0\n")
     serial = tmp_path / "serial.log"
     with Lab() as lab:
         ns = lab.namespace("pxe")
@@ -65,7 +64,6 @@ def test_bios_guest_boots_pxelinux_over_our_tftp(tmp_path):
         qemu.wait()
     log = (tmp_path / "tftp.log").read_text(errors="replace")
     assert "PXELINUX" in seen and "boot:" in seen, f"pxelinux did not start; serial:\n{seen[-2000:]}\n{log[-3000:]}"
-    assert MARK in seen, f"pxelinux did not say the mark of the config file it fetched:\n{seen[-2000:]}"
     # pxelinux.0 came from the ROM's TFTP client, the rest from pxelinux's own (which asks the
     # per-host names first and gets ERROR 1 for each), and every transfer completed.
     for name in ("pxelinux.0", "ldlinux.c32", "pxelinux.cfg/01-52-54-00-12-34-56", "pxelinux.cfg/default",
