@@ -53,3 +53,23 @@ def test_one_spelling_of_a_version_everywhere(tmp_path, capsys):
     assert main(["images", "show", "web:9", "--config", cfg]) == 1
     assert "web:9: no such version" in capsys.readouterr().err
     assert main(["images", "show", "web:x", "--config", cfg]) == 2
+
+
+def test_images_chroot_errors_name_the_command(tmp_path, capsys):
+    """chroot's own COMMAND argument once took the top-level parser's name for the command:
+    its errors read "si []: ..." or "si ['ls']: ..."."""
+    cfg = _cfg(tmp_path)
+    for argv in (["images", "chroot", "nosuch"], ["images", "chroot", "nosuch", "ls", "-la"]):
+        capsys.readouterr()
+        assert main([*argv[:2], "--config", cfg, *argv[2:]]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("si images: image nosuch") and "\n" not in err, err
+
+
+def test_pushupdate_errors_name_pushupdate(tmp_path, capsys):
+    """pushupdate's --command once took the top-level parser's name: errors read "si updateclient: ..."."""
+    cfg = _cfg(tmp_path)
+    capsys.readouterr()
+    assert main(["pushupdate", "--config", cfg, "--image", "nosuch", "--hosts", "node*"]) in (1, 2)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("si pushupdate: "), err

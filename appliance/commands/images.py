@@ -28,7 +28,9 @@ def register(sub) -> None:
     q.add_argument("--force", action="store_true", help="delete even if hosts are assigned the image")
     q = add_action(actions, "chroot", "open a shell inside an image to edit it with its own tools", chroot,
                    "ref:NAME[:N]")
-    q.add_argument("command", nargs=argparse.REMAINDER, help="command to run instead of a shell, as typed")
+    # dest "run": "command" is the top-level parser's (the error prefix "si images: ...")
+    q.add_argument("run", metavar="COMMAND", nargs=argparse.REMAINDER,
+                   help="command to run instead of a shell, as typed (options for si go before NAME)")
 
 
 def _wrap(func):
@@ -165,9 +167,11 @@ def chroot(args) -> int:
     cfg = load_config(args)
     store = open_store(cfg)
     name, version = _wrap(lambda: parse_ref(args.ref))
+    if store.image(name) is None:
+        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
     path = _wrap(lambda: ImageStore(cfg, store).path_of(name, version))
-    command = args.command or ["/bin/sh"]
-    if not (path / command[0].lstrip("/")).exists() and not args.command:
+    command = args.run or ["/bin/sh"]
+    if not (path / command[0].lstrip("/")).exists() and not args.run:
         raise CliError(f"image {args.ref}: {command[0]} does not exist inside {path}")
     if shutil.which("chroot") is None:
         raise OperationFailed("chroot not found (Debian package coreutils)")

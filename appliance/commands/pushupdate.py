@@ -25,7 +25,9 @@ def register(sub) -> None:
     p.add_argument("--ssh-user", default="root")
     p.add_argument("--ssh-port", type=int, default=22)
     p.add_argument("--ssh-key", type=Path)
-    p.add_argument("--command", default="updateclient", help="updateclient on the clients (default: updateclient)")
+    # dest "remote_command": "command" is the top-level parser's (the error prefix "si pushupdate: ...")
+    p.add_argument("--command", dest="remote_command", default="updateclient",
+                   help="updateclient on the clients (default: updateclient)")
     p.set_defaults(func=pushupdate)
 
 
@@ -38,7 +40,7 @@ def pushupdate(args) -> int:
         raise OperationFailed(f"no hosts match {'--hosts ' + args.hosts if args.hosts else '--group ' + args.group} "
                        "(see 'si hosts list')")
     remote = pu.updateclient_command(args.server or str(cfg.hint_address), args.image,
-                                     dry_run=args.dry_run, command=args.command)
+                                     dry_run=args.dry_run, command=args.remote_command)
     ssh = pu.SshOptions(args.ssh_user, args.ssh_port, args.ssh_key, cfg.state_dir / "known_hosts")
     console = Console()
     console.print(f"pushing {args.image} to {len(targets)} host(s), {args.concurrency} at a time: {remote}")
