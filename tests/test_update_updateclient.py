@@ -197,3 +197,24 @@ def test_autoinstall_sets_up_a_one_time_redeploy(lab, tmp_path, loop_disk):
     env = subprocess.run(["grub-editenv", str(loop_disk / "boot/grub/grubenv"), "list"],
                          capture_output=True, text=True, check=True).stdout
     assert "next_entry=SystemImager autoinstall" in env
+
+
+@pytest.mark.parametrize("spelling", [["-c", "eth0"], ["-conf", "eth0"], ["-config", "eth0"],
+                                      ["-configure-from", "eth0"], ["--conf=eth0"]])
+def test_the_manuals_spellings_of_configure_from(spelling):
+    """Example 12: 'updateclient -a -s imageserver -c eth0', and -config as section 9 writes it;
+    --config and --configure-from are one option, so a prefix of both is not ambiguous."""
+    parser = siclient.build_parser()
+    argv = ["updateclient", "-a", "-s", "imageserver", *spelling]
+    args = parser.parse_args(siclient.expand_aliases(parser, siclient.normalise_single_dash(argv)))
+    assert (args.autoinstall, args.server, args.configure_from) == (True, "imageserver", "eth0")
+
+
+def test_a_prefix_of_two_options_stays_ambiguous(capsys):
+    parser = siclient.build_parser()
+    argv = siclient.expand_aliases(parser, ["updateclient", "--server", "x", "--h", "y"])
+    assert argv[-2] == "--h"                      # --hostname or --http-port: left for argparse
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv)
+    assert "ambiguous option: --h" in capsys.readouterr().err
+    assert siclient.expand_aliases(parser, ["updateclient", "--ex", "f"])[1] == "--exclude-file"

@@ -755,14 +755,35 @@ def normalise_single_dash(argv):
     return ["-" + a if len(a) > 2 and a[0] == "-" and a[1].isalpha() else a for a in argv]
 
 
+def expand_aliases(parser, argv):
+    """'--conf' names both --configure-from and --config, one option by two names: argparse
+    calls that ambiguous, the manual's '-conf eth0' means it. Expand such a prefix to the
+    option's first name; a prefix of two different options stays ambiguous."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    chosen = sub.choices.get(argv[0]) if sub is not None and argv else None
+    if chosen is None:
+        return argv
+    owner = {s: a for a in chosen._actions for s in a.option_strings if s.startswith("--")}
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and name not in owner:
+            matches = [s for s in owner if s.startswith(name)]
+            if matches and len(set(id(owner[s]) for s in matches)) == 1:
+                arg = next(s for s in owner[matches[0]].option_strings if s.startswith("--")) + eq + value
+        out.append(arg)
+    return out
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     invoked_as = os.path.basename(sys.argv[0])
     if invoked_as in SUBCOMMANDS:  # a symlink named after a subcommand
         argv = [invoked_as] + argv
-    args = build_parser().parse_args(normalise_single_dash(argv))
+    parser = build_parser()
+    args = parser.parse_args(expand_aliases(parser, normalise_single_dash(argv)))
     if not getattr(args, "func", None):
-        build_parser().print_help()
+        parser.print_help()
         return 2
     if os.geteuid() != 0:
         say("%s: must be run as root" % args.command)
