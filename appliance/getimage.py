@@ -10,8 +10,6 @@ its parent (or, with --update, into a staging copy swapped in at the end).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import re
@@ -392,18 +390,6 @@ def refresh_daemon(cfg: Config, store) -> None:
     """Rewrite rsyncd.conf so a running daemon (it re-reads per connection) sees the change."""
     from services.rsyncd import render
     render.write_config(cfg, store)
-
-
-def write_master_script(cfg: Config, store, image: str) -> str | None:
-    """Hand over to the autoinstall part if it is installed; returns what it said."""
-    if importlib.util.find_spec("appliance.autoinstall") is None:
-        return None
-    module = importlib.import_module("appliance.autoinstall")
-    writer = getattr(module, "write_master_script", None)
-    if writer is None:
-        return None
-    result = writer(cfg, store, image)
-    return str(result) if result is not None else "written"
 
 
 def _event(store, kind: str, detail: str) -> None:

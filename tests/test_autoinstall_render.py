@@ -352,9 +352,29 @@ def test_master_script_rewritten_only_when_its_inputs_change(tmp_path):
     path = write_master_script(cfg, store, "web")
     path.write_text(path.read_text() + "# edited by hand\n")
     assert "# edited by hand" in write_master_script(cfg, store, "web").read_text(), "same inputs: kept"
+    notes = []
     store.set_image_details("web", ip_method="replicant", post_install="reboot", golden_client="g")
-    text = write_master_script(cfg, store, "web").read_text()
+    text = write_master_script(cfg, store, "web", note=notes.append).read_text()
     assert "# edited by hand" not in text and "IP_METHOD=${IP_METHOD:-replicant}" in text
+    # the manual's customised master script: the edit is kept beside the new one, and said
+    [backup] = cfg.scripts_dir.glob("web.master.edited-*")
+    assert backup.read_text().endswith("# edited by hand\n") and "kept as" in notes[0] and str(backup) in notes[0]
+
+
+def test_an_edited_master_script_can_be_left_alone_and_an_unedited_one_is_just_replaced(tmp_path):
+    from appliance.autoinstall.render import master_edited
+    cfg, store = stored_image(tmp_path, 1, "static_dhcp", "reboot")
+    path = write_master_script(cfg, store, "web")
+    assert not master_edited(cfg, "web")
+    store.set_image_details("web", ip_method="static", post_install="reboot", golden_client="g")
+    notes = []
+    assert "IP_METHOD=${IP_METHOD:-static}" in write_master_script(cfg, store, "web", note=notes.append).read_text()
+    assert notes == [] and list(cfg.scripts_dir.glob("*.edited-*")) == [], "not edited: no backup, no word"
+    path.write_text(path.read_text().replace("IP_METHOD=${IP_METHOD:-static}", "IP_METHOD=${IP_METHOD:-replicant}"))
+    assert master_edited(cfg, "web")
+    store.set_image_details("web", ip_method="dynamic_dhcp", post_install="reboot", golden_client="g")
+    write_master_script(cfg, store, "web", keep_edited=True, note=notes.append)
+    assert "IP_METHOD=${IP_METHOD:-replicant}" in path.read_text() and "left as it is" in notes[0]
 
 
 # --- the boot loader step, run for real against scratch targets (own mount namespace) ---

@@ -79,20 +79,64 @@ def inputs_fingerprint(cfg: Config, store, image: str) -> str:
     return h.hexdigest()[:32]
 
 
-def write_master_script(cfg: Config, store, image_name: str) -> Path:
+RENDERED = "# rendered: "     # the digest of the script as written, to tell a hand edit
+
+
+def _stamped(text: str) -> str:
+    """text with a "# rendered: <sha256>" line after its inputs line (the digest of text)."""
+    head, sep, rest = text.partition("\n# inputs: ")
+    line, nl, body = rest.partition("\n")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
+    return f"{head}{sep}{line}{nl}{RENDERED}{digest}\n{body}"
+
+
+def edited_by_hand(text: str) -> bool:
+    """True when a script we wrote was changed since (its digest no longer matches)."""
+    lines = text.split("\n")
+    stamp = next((i for i, l in enumerate(lines[:6]) if l.startswith(RENDERED)), None)
+    if stamp is None:
+        return False        # written before scripts carried a digest: nothing to compare
+    digest = lines[stamp][len(RENDERED):]
+    original = "\n".join(lines[:stamp] + lines[stamp + 1:])
+    return hashlib.sha256(original.encode()).hexdigest()[:20] != digest
+
+
+def master_edited(cfg: Config, image_name: str) -> bool:
+    """Whether the image's master script exists and was edited by hand since it was written."""
+    try:
+        return edited_by_hand((cfg.scripts_dir / f"{image_name}.master").read_text())
+    except OSError:
+        return False
+
+
+def write_master_script(cfg: Config, store, image_name: str, *, keep_edited: bool = False,
+                        note=lambda _text: None) -> Path:
     """Write scripts_dir/<image>.master unless it is already made from the same inputs.
 
-    Host links (and edited copies) are untouched.
+    The manual warns that getimage may replace a customised master script: one edited by
+    hand is kept as <image>.master.edited-<time> before the new one is written, or, with
+    keep_edited, left alone (out of date). note() says which. Host links (and edited
+    per-host copies) are untouched.
     """
     if not valid_image_name(image_name):
         raise ValueError(f"image name {image_name!r} is not valid")
     path = cfg.scripts_dir / f"{image_name}.master"
     inputs = inputs_fingerprint(cfg, store, image_name)
     try:
-        with path.open() as f:
-            if f"# inputs: {inputs}\n" in [f.readline() for _ in range(4)]:
-                return path
+        current = path.read_text()
     except OSError:
-        pass
-    write_atomic(path, render_master(plan_for(cfg, store, image_name), inputs), mode=0o755)
+        current = None
+    if current is not None and f"# inputs: {inputs}" in current.split("\n", 5)[:5]:
+        return path
+    if current is not None and edited_by_hand(current):
+        if keep_edited:
+            note(f"{path} was edited by hand and is left as it is, although the image or its settings "
+                 "changed: check it against the image")
+            return path
+        when = datetime.now().strftime("%Y%m%d-%H%M%S")
+        backup = path.with_name(f"{path.name}.edited-{when}")
+        write_atomic(backup, current, mode=0o644)
+        note(f"{path} was edited by hand: that version is kept as {backup}; the new script replaces it "
+             "(getimage --keep-master leaves an edited one alone)")
+    write_atomic(path, _stamped(render_master(plan_for(cfg, store, image_name), inputs)), mode=0o755)
     return path

@@ -32,7 +32,10 @@ def register(sub) -> None:
                         "instead of making a new version")
     p.add_argument("--bwlimit", type=int, metavar="KBPS", help="limit the pull's bandwidth (KiB/s)")
     p.add_argument("--no-master-script", action="store_true",
-                   help="keep the image's (customised) master autoinstall script; do not rewrite it")
+                   help="do not write the image's master autoinstall script at all")
+    p.add_argument("--keep-master", action="store_true",
+                   help="leave a master script edited by hand as it is (default: keep it as "
+                        "<image>.master.edited-<time> and write the new one; asked at a terminal)")
     p.add_argument("--yes", action="store_true", help="ask nothing: confirm, and leave unset what no option gives")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (also off when stderr is not a terminal; saves rsync's progress cost)")
@@ -112,8 +115,13 @@ def getimage(args) -> int:
         console.print(f"{result.image}:{result.version} is complete and current: {result.path} ({size}, "
                       f"{result.seconds:.1f} s; left out the contents of: "
                       f"{', '.join(result.excluded) or 'nothing'})")
-    written = None if args.no_master_script else engine.write_master_script(cfg, store, result.image)
-    if written:
+    if not args.no_master_script:
+        from ..autoinstall.render import master_edited, write_master_script
+        keep = args.keep_master
+        if not keep and not args.yes and sys.stdin.isatty() and master_edited(cfg, result.image):
+            keep = _ask(f"{result.image}.master was edited by hand (the manual's customised master script). "
+                        "Write a new one for this image, keeping yours as a backup?", ("y", "n"), "y") == "n"
+        written = write_master_script(cfg, store, result.image, keep_edited=keep, note=console.print)
         console.print(f"master autoinstall script: {written}")
     print(f"{result.image}:{result.version}")
     return 0
