@@ -160,8 +160,34 @@ def read_hosts_file(text: str) -> dict[str, str]:
     return out
 
 
-def render_hosts_file(hosts: list[Host], fqdns: dict[str, str], domain: str) -> str:
-    """The hosts file clients fetch: one `IP fqdn short` line per host with an address."""
+OTHERS = "# Other entries of the server's hosts file (the manual's addclients copied /etc/hosts):"
+
+
+def other_entries(text: str, hosts: list[Host]) -> list[str]:
+    """The lines of an /etc/hosts-format text that are not about the hosts table's machines
+    (their addresses or names): the server, routers, other services, localhost."""
+    ips = {h.ip for h in hosts if h.ip}
+    names = {h.hostname for h in hosts}
+    out = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or fields[0] in ips:
+            continue
+        keep = [n for n in fields[1:] if n.split(".")[0] not in names]   # a table host's name: its line says it
+        if keep:
+            out.append("\t".join([fields[0], *keep]))
+    return out
+
+
+def kept_entries(scripts_hosts: str) -> str:
+    """The other entries a scripts/hosts file carries (after its OTHERS line), as text."""
+    _, marker, rest = scripts_hosts.partition(OTHERS + "\n")
+    return rest if marker else ""
+
+
+def render_hosts_file(hosts: list[Host], fqdns: dict[str, str], domain: str, others: str = "") -> str:
+    """The hosts file clients fetch: one `IP fqdn short` line per host with an address, then
+    the other entries of `others` (an /etc/hosts-format text), as the manual's copy had them."""
     def key(h: Host) -> tuple[int, str]:
         try:
             return int(ipaddress.IPv4Address(h.ip)), ""
@@ -171,6 +197,9 @@ def render_hosts_file(hosts: list[Host], fqdns: dict[str, str], domain: str) -> 
     lines = ["# Written by si addclients from the hosts table; autoinstalling clients find",
              "# their name here by exact IP match. Do not edit: it is rewritten."]
     lines += [f"{h.ip}\t{fqdns.get(h.hostname, f'{h.hostname}.{domain}')}\t{h.hostname}" for h in rows]
+    rest = other_entries(others, hosts)
+    if rest:
+        lines += [OTHERS, *rest]
     return "\n".join(lines) + "\n"
 
 
@@ -243,17 +272,23 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
 
     hosts_file = cfg.scripts_dir / "hosts"
     try:
-        fqdns = read_hosts_file(hosts_file.read_text(errors="replace"))
+        before = hosts_file.read_text(errors="replace")
     except OSError:
-        fqdns = {}
+        before = ""
+    fqdns = read_hosts_file(before)
     fqdns.update({c.hostname: c.fqdn for c in plan.clients})
-    write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain))
-
+    current = ""
     if etc_hosts is not None:
         try:
             current = etc_hosts.read_text(errors="replace")
         except FileNotFoundError:
             current = ""
+    # the other entries come from the server's hosts file when addclients edits one, else
+    # they stay what the last copy had
+    write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain,
+                                               current if etc_hosts is not None else kept_entries(before)))
+
+    if etc_hosts is not None:
         backup = etc_hosts.with_name(etc_hosts.name + BACKUP_SUFFIX)
         if etc_hosts.exists() and not backup.exists():
             shutil.copy2(etc_hosts, backup)
@@ -290,9 +325,10 @@ def remove_host(cfg: Config, store, hostname: str) -> list[str]:
         notes.append(f"kept {script}: an edited copy, not addclients' link")
     hosts_file = cfg.scripts_dir / "hosts"
     try:
-        fqdns = read_hosts_file(hosts_file.read_text(errors="replace"))
+        before = hosts_file.read_text(errors="replace")
     except OSError:
-        fqdns = {}
-    write_atomic(hosts_file, render_hosts_file(store.hosts(), fqdns, cfg.domain))
+        before = ""
+    write_atomic(hosts_file, render_hosts_file(store.hosts(), read_hosts_file(before), cfg.domain,
+                                               kept_entries(before)))
     store.event("hosts", "delete", hostname)
     return notes

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from appliance import cli, clients
+from appliance.clients import OTHERS
 from appliance.commands import addclients as addclients_cmd
 from appliance.config import load
 from appliance.store import Store
@@ -69,10 +70,13 @@ def test_ranges_fill_subnets_in_order_and_everything_is_written(env, capsys):
         "www1": ("10.50.0.10", "web", "install"), "www2": ("10.50.0.11", "web", "install"),
         "www3": ("10.50.0.12", "web", "install"), "www4": ("10.51.0.20", "web", "install"),
         "www5": ("10.51.0.21", "web", "install")}
-    lines = [l.split() for l in (env.cfg.scripts_dir / "hosts").read_text().splitlines()
-             if l and not l.startswith("#")]
+    ours, marker, others = (env.cfg.scripts_dir / "hosts").read_text().partition(OTHERS)
+    lines = [l.split() for l in ours.splitlines() if l and not l.startswith("#")]
     assert lines[0] == ["10.50.0.10", "www1.lab.example", "www1"]
     assert lines[-1] == ["10.51.0.21", "www5.lab.example", "www5"]
+    # the rest of the server's /etc/hosts, as the manual's copy had it; nothing about our hosts
+    assert marker and [l.split() for l in others.splitlines() if l] == [
+        ["127.0.0.1", "localhost"], ["10.9.9.9", "far.example", "far"]]
     for n in range(1, 6):
         link = env.cfg.scripts_dir / f"www{n}.sh"
         assert link.is_symlink() and os.readlink(link) == "web.master"
@@ -240,3 +244,14 @@ def test_running_appliance_sees_new_clients_at_once(env):
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_other_entries_survive_a_host_removed_and_a_run_without_etc_hosts(env):
+    """The copy keeps the server's other entries when the table changes without /etc/hosts
+    in hand (si hosts delete, addclients --etc-hosts none), and drops a deleted host's line."""
+    assert run_cli(env, *ARGS) == 0
+    store = Store(env.cfg.db_path)
+    clients.remove_host(env.cfg, store, "www5")
+    text = (env.cfg.scripts_dir / "hosts").read_text()
+    assert "www5" not in text and text.count(OTHERS) == 1
+    assert text.split(OTHERS)[1].split() == ["127.0.0.1", "localhost", "10.9.9.9", "far.example", "far"]
