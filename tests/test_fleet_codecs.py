@@ -77,3 +77,25 @@ def test_transport_policy_asked_then_group_then_image_then_default():
     assert s.transport_for("web", "r1", asked="rsync") == "rsync"
     assert s.transport_for("db", "r2") == "rsync"
     assert s.uses("bittorrent") and s.uses("multicast") and not settings.parse({}).uses("multicast")
+
+
+SS = """0      0      10.77.0.1:6881 10.77.0.51:40218 users:(("aria2c",pid=4242,fd=12))
+\t cubic wscale:7,7 rto:204 mss:1448 cwnd:10 bytes_sent:1300000 bytes_retrans:2896 bytes_acked:1297104 segs_out:900
+0      0      10.77.0.1:47112 10.77.0.52:6881 users:(("aria2c",pid=4242,fd=13))
+\t cubic wscale:7,7 rto:204 mss:1448 bytes_acked:512 bytes_received:99
+0      0      10.77.0.1:873 10.77.0.51:50000 users:(("rsync",pid=777,fd=4))
+\t cubic bytes_sent:9999 bytes_acked:9999
+0      0      [::ffff:10.77.0.1]:6881 [::ffff:10.77.0.53]:40000 users:(("aria2c",pid=4242,fd=14))
+\t cubic wscale:7,7 rto:204
+"""
+
+
+def test_the_seeders_connections_are_counted_from_ss():
+    """Both directions of connection (the peer's to us, ours to it), only the seeder's process,
+    and a connection that has sent nothing yet (no bytes_acked) is left out."""
+    got = swarm.acked_by_connection(SS, {4242})
+    assert got == {(4242, "10.77.0.1:6881", "10.77.0.51:40218"): 1297104,
+                   (4242, "10.77.0.1:47112", "10.77.0.52:6881"): 512}
+    assert [swarm.peer_address(peer) for _, _, peer in got] == ["10.77.0.51", "10.77.0.52"]
+    assert swarm.peer_address("[::ffff:10.77.0.53]:40000") == "10.77.0.53"
+    assert swarm.acked_by_connection(SS, {1}) == {}

@@ -8,6 +8,7 @@ whatever the transport, and its log must say which transport ran.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -69,6 +70,13 @@ def repaired_bytes(log: str) -> int:
     return int(line.split("then rsync: ")[1].split()[0])
 
 
+def split_of(log: str) -> tuple[int, int]:
+    """(bytes from the appliance, bytes from peers) from a machine's BitTorrent log line."""
+    found = re.search(r"bytes of stream: (\d+) from the appliance, (\d+) from peers", log)
+    assert found, log
+    return int(found.group(1)), int(found.group(2))
+
+
 def test_three_machines_install_from_one_swarm(lab, tmp_path):
     fleet = fleet_lab(lab, tmp_path, 3, {"transport": "bittorrent", "seed_seconds": 1, "join_timeout": 20})
     fleet.packed()
@@ -79,10 +87,15 @@ def test_three_machines_install_from_one_swarm(lab, tmp_path):
         assert "falling back" not in r.log, r.log
         # The stream was right: the rsync pass moved file lists, not the image's 12 MiB.
         assert repaired_bytes(r.log) < MIB, r.log
+    # Each machine was told what came from the appliance (the kernel's count of the seeder's
+    # connections to it) and from peers; the appliance sent every piece at least once.
+    stream = fleet.packed()["bytes"]
+    split = [split_of(r.log) for r in results]
+    assert all(a + p == stream for a, p in split), split
+    assert sum(a for a, _ in split) >= 0.9 * stream, split
     time.sleep(3)   # the seeder's next readout
     status = fleet.api("/api/fleet")
     assert status["tracker"] and f"{IMAGE}:1" in status["seeding"], status
-    stream = fleet.packed()["bytes"]
     # The appliance gave the swarm at least one copy and less than all three.
     assert stream * 0.9 <= status["seeder_uploaded_bytes"][f"{IMAGE}:1"] < 3 * stream, status
 

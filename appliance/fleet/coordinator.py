@@ -52,6 +52,9 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
+SAMPLE_SECONDS = 1.0      # how often the seeders' connections are counted
+
+
 def packs_root(config) -> Path:
     return config.state_dir / "packs"
 
@@ -69,6 +72,10 @@ class Fleet:
         self.tracker: asyncio.subprocess.Process | None = None
         self.seeders: dict[tuple[str, int], asyncio.subprocess.Process] = {}
         self.uploaded: dict[tuple[str, int], int] = {}   # bytes each seeder has given the swarm
+        # bytes each seeder's connections had acknowledged, by (pid, local, peer): the kernel's
+        # count, sampled with ss, so a machine can be told what came from the appliance
+        self._acked: dict[tuple[int, str, str], int] = {}
+        self._sampler: asyncio.Task | None = None
         self.sessions: dict[str, Session] = {}
         self.counters = {"plans": 0, "packs": 0, "pack_failures": 0, "sessions": 0, "fallbacks": 0}
         self._lock = asyncio.Lock()
@@ -141,6 +148,8 @@ class Fleet:
         argv = swarm.seeder_argv(p.torrent, p.directory, str(self.ctx.config.hint_address), port)
         self.seeders[key] = await spawn(argv, read_stdout=True)
         asyncio.get_running_loop().create_task(self._count_uploads(key, self.seeders[key]))
+        if self._sampler is None or self._sampler.done():
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_connections())
         directory = await self._write_whitelist()
         if self.tracker is None or self.tracker.returncode is not None:
             self.tracker = await spawn(swarm.tracker_argv(str(self.ctx.config.hint_address),
@@ -157,6 +166,34 @@ class Fleet:
             done = swarm.uploaded_of(raw.decode(errors="replace"))
             if done is not None:
                 self.uploaded[key] = done
+
+    async def sample_connections(self) -> None:
+        """One look at the seeders' TCP connections (ss): keep each one's largest count."""
+        pids = {proc.pid for proc in self.seeders.values() if proc.returncode is None}
+        if not pids:
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(*swarm.SS_ARGV, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await proc.communicate()
+        except OSError:          # no ss (iproute2): the split is not known, nothing else changes
+            return
+        for conn, acked in swarm.acked_by_connection(out.decode(errors="replace"), pids).items():
+            self._acked[conn] = max(acked, self._acked.get(conn, 0))
+
+    async def _sample_connections(self) -> None:
+        while any(proc.returncode is None for proc in self.seeders.values()):
+            await self.sample_connections()
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    async def sent_to(self, image: str, version: int, address: str) -> int:
+        """Bytes the appliance's seeder of image:version has sent the machine at address."""
+        await self.sample_connections()
+        proc = self.seeders.get((image, version))
+        if proc is None:
+            return 0
+        return sum(n for (pid, _local, peer), n in self._acked.items()
+                   if pid == proc.pid and swarm.peer_address(peer) == address)
 
     # --- multicast ---------------------------------------------------------------
     async def _join(self, image: str, version: int, p: Pack) -> Session:

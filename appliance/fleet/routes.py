@@ -2,6 +2,7 @@
 
 GET /api/fleet/<image>/<host>[?transport=...]  key=value lines for the master script
 GET /fleet/<image>/<version>/image.torrent     a pack's torrent
+GET /api/fleet/<image>/<version>/sent-to-me    bytes=N the appliance's seeder sent the asker
 GET /api/fleet                                 packs, sessions and seeders (JSON)
 """
 from __future__ import annotations
@@ -33,9 +34,19 @@ def add_routes(app: web.Application, ctx) -> None:
             raise web.HTTPNotFound()
         return web.FileResponse(p.torrent, headers={"Content-Type": "application/x-bittorrent"})
 
+    async def sent(request: web.Request) -> web.Response:
+        """What the appliance's seeder sent the asking machine (the rest of its stream came
+        from its peers): `bytes=N`, read by the master script as data."""
+        image, version = request.match_info["image"], request.match_info["version"]
+        if not valid_image_name(image) or not version.isdigit():
+            return web.Response(status=400, text="error=bad image or version\n")
+        done = await fleet_of(ctx).sent_to(image, int(version), request.remote or "")
+        return web.Response(text=f"bytes={done}\n", content_type="text/plain")
+
     async def status(request: web.Request) -> web.Response:
         return web.json_response(fleet_of(ctx).status())
 
     app.router.add_get("/api/fleet/{image}/{host}", plan)
     app.router.add_get("/fleet/{image}/{version}/" + pack.TORRENT, torrent)
+    app.router.add_get("/api/fleet/{image}/{version}/sent-to-me", sent)
     app.router.add_get("/api/fleet", status)

@@ -48,3 +48,34 @@ def seeder_argv(torrent: Path, directory: Path, address: str, port: int) -> list
             "--check-integrity=false", f"--interface={address}", f"--listen-port={port}",
             *PRIVATE_SWARM, f"--summary-interval={SUMMARY_SECONDS}", "--console-log-level=warn",
             "--enable-rpc=false", "--auto-save-interval=0", "--bt-max-peers=0", str(torrent)]
+
+
+SS_ARGV = ["ss", "-Htinp", "state", "established"]   # the kernel's TCP counters, with their processes
+_PID = re.compile(r"pid=(\d+),")
+_ACKED = re.compile(r"\bbytes_acked:(\d+)")
+
+
+def acked_by_connection(ss_text: str, pids: set[int]) -> dict[tuple[int, str, str], int]:
+    """{(pid, local address:port, peer address:port): bytes the peer has acknowledged} for the
+    connections of the given processes, from `ss -Htinp state established` output (each
+    connection a line of addresses and process, then an indented line of counters)."""
+    out = {}
+    key = None
+    for line in ss_text.splitlines():
+        if line[:1].isspace():
+            if key is not None and (found := _ACKED.search(line)):
+                out[key] = int(found.group(1))
+            key = None
+            continue
+        fields, owners = line.split(), {int(x) for x in _PID.findall(line)}
+        key = None
+        if len(fields) >= 4 and owners & pids:
+            key = (min(owners & pids), fields[2], fields[3])
+    return out
+
+
+def peer_address(endpoint: str) -> str:
+    """'10.77.0.51:40218' -> '10.77.0.51' (and '[::ffff:10.77.0.51]:40218' -> '10.77.0.51')."""
+    host = endpoint.rsplit(":", 1)[0].strip("[]")
+    return host.removeprefix("::ffff:")
+
