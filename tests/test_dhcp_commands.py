@@ -70,7 +70,12 @@ def test_mkdhcpserver_isc_passes_dhcpd_t(site, tmp_path, loader):
     text = out.read_text()
     check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    assert "fixed-address 10.77.0.7;" in text and "hardware ethernet 52:54:00:00:00:08;" in text
+    # the manual's mkdhcpstatic named the host, so that editing /etc/hosts moves it
+    assert "fixed-address node07;" in text and "hardware ethernet 52:54:00:00:00:08;" in text
+    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "isc", "--output", str(out), "--by-address"]) == 0
+    assert "fixed-address 10.77.0.7;" in out.read_text()
+    check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
     assert "range 10.88.0.50 10.88.0.99;" in text and "si-site-hint code 231" in text
     assert "nomac" not in text
     if loader == "ipxe":
@@ -88,8 +93,11 @@ def test_mkdhcpserver_dnsmasq_passes_test(site, tmp_path):
     check = subprocess.run(["dnsmasq", "--test", "-C", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     text = out.read_text()
-    assert "dhcp-host=52:54:00:00:00:07,10.77.0.7,node07" in text
+    assert "dhcp-host=52:54:00:00:00:07,node07\n" in text     # dnsmasq takes node07's address from /etc/hosts
     assert "dhcp-host=52:54:00:00:00:08,node08" in text
+    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "dnsmasq", "--output", str(out),
+                 "--by-address"]) == 0
+    assert "dhcp-host=52:54:00:00:00:07,10.77.0.7,node07" in out.read_text()
     assert "dhcp-option-force=100,10.77.0.1" in text and "dhcp-option-force=231,10.77.0.1" in text
 
 

@@ -7,6 +7,7 @@ appliance's built-in server.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from services.dhcp import export
@@ -20,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--format", choices=export.FORMATS, default="isc",
                    help="isc (dhcpd.conf), kea (kea-dhcp4 JSON) or dnsmasq (default: isc)")
     p.add_argument("--output", type=Path, help="write here instead of standard output")
+    p.add_argument("--by-address", action="store_true",
+                   help="reservations give addresses, not host names (by default isc and dnsmasq name "
+                        "the host, as the manual's mkdhcpstatic did, so editing /etc/hosts moves it)")
     p.set_defaults(func=mkdhcpserver)
 
 
@@ -27,7 +31,13 @@ def mkdhcpserver(args) -> int:
     cfg = load_config(args)
     if not cfg.subnets:
         raise CliError("subnet: no [[subnet]] in the config, nothing to export")
-    text = export.render(cfg, open_store(cfg).hosts(), args.format)
+    text = export.render(cfg, open_store(cfg).hosts(), args.format, by_name=not args.by_address)
+    if args.format not in export.BY_NAME and not args.by_address:
+        print(f"si mkdhcpserver: note: {args.format} reservations take addresses, not host names: "
+              "change an address in the hosts table (si hosts set) and export again", file=sys.stderr)
+    elif not args.by_address:
+        print("si mkdhcpserver: note: reservations name their hosts; the DHCP server finds their "
+              "addresses in its /etc/hosts (addclients wrote them) or DNS", file=sys.stderr)
     if args.output is None:
         print(text, end="")
         return 0

@@ -63,14 +63,21 @@ def _reservations(cfg: Config, hosts: list[Host]) -> list[dict]:
     return out
 
 
-def render(cfg: Config, hosts: list[Host], fmt: str) -> str:
+# Which formats can name a reservation's address by the host's name (looked up in the DHCP
+# server's /etc/hosts or DNS), as the manual's mkdhcpstatic wrote them "so that you simply
+# have to change the hosts file" to move a machine. Kea's reservations take addresses only.
+BY_NAME = ("isc", "dnsmasq")
+
+
+def render(cfg: Config, hosts: list[Host], fmt: str, by_name: bool = True) -> str:
+    """The config text; by_name: reservations name their host (where fmt allows, BY_NAME)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     env = environment(jinja2.PackageLoader("services.dhcp", "templates"))
     env.filters["json"] = json.dumps
     env.filters["hexip"] = lambda ip: IPv4Address(ip).packed.hex()
     text = env.get_template(_TEMPLATES[fmt]).render(
-        cfg=cfg, boot=boot_files(cfg), hosts=_reservations(cfg, hosts),
+        cfg=cfg, boot=boot_files(cfg), hosts=_reservations(cfg, hosts), by_name=by_name and fmt in BY_NAME,
         hint=str(cfg.hint_address), site_option=cfg.dhcp.site_option, address=str(cfg.address))
     if fmt == "kea":
         json.loads(text)    # the template must yield valid JSON; fail here, not in Kea
