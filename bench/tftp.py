@@ -161,7 +161,7 @@ class Bench:
 def serve_http(root: str, address: str, port: int) -> None:
     """Child mode: our appliance HTTP service serving `root` at /boot/."""
     import asyncio
-    from ipaddress import IPv4Address
+    from ipaddress import IPv4Address, IPv4Network
 
     from appliance.config import Config, HttpConfig
     from appliance.http import HttpService
@@ -170,7 +170,10 @@ def serve_http(root: str, address: str, port: int) -> None:
 
     state = Path(tempfile.mkdtemp(prefix="si-bench-http-"))
     cfg = Config(interface="lo", address=IPv4Address(address), state_dir=state, boot_dir=Path(root),
-                 services=frozenset({"http"}), http=HttpConfig(port=port))
+                 services=frozenset({"http"}), http=HttpConfig(port=port),
+                 # the client is on the install network (else every fetch is a 403, which the
+                 # bench once timed as a download)
+                 allow_clients=(IPv4Network(f"{address}/24", strict=False),))
     service = HttpService(Context(cfg, Store(state / "db.sqlite")))
     asyncio.run(service.serve(lambda: print("ready", flush=True)))
 

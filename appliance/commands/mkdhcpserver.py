@@ -32,14 +32,9 @@ def mkdhcpserver(args) -> int:
     if not cfg.subnets:
         raise CliError("subnet: no [[subnet]] in the config, nothing to export")
     text = export.render(cfg, open_store(cfg).hosts(), args.format, by_name=not args.by_address)
-    if args.format not in export.BY_NAME and not args.by_address:
-        print(f"si mkdhcpserver: note: {args.format} reservations take addresses, not host names: "
-              "change an address in the hosts table (si hosts set) and export again", file=sys.stderr)
-    elif not args.by_address:
-        print("si mkdhcpserver: note: reservations name their hosts; the DHCP server finds their "
-              "addresses in its /etc/hosts (addclients wrote them) or DNS", file=sys.stderr)
     if args.output is None:
         print(text, end="")
+        _note_reservations(args)
         return 0
     tmp = args.output.with_name(f".{args.output.name}.tmp")
     try:
@@ -49,4 +44,16 @@ def mkdhcpserver(args) -> int:
         tmp.unlink(missing_ok=True)
         raise OperationFailed(f"--output: cannot write {args.output}: {exc.strerror}") from None
     print(f"wrote {args.format} config to {args.output}")
+    _note_reservations(args)
     return 0
+
+
+def _note_reservations(args) -> None:
+    if args.by_address:
+        return
+    if args.format not in export.BY_NAME:
+        print(f"si mkdhcpserver: note: {args.format} reservations take addresses, not host names: "
+              "change an address in the hosts table (si hosts set) and export again", file=sys.stderr)
+    else:
+        print("si mkdhcpserver: note: reservations name their hosts; the DHCP server finds their "
+              "addresses in its /etc/hosts (addclients wrote them) or DNS", file=sys.stderr)
