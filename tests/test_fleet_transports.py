@@ -72,13 +72,17 @@ def repaired_bytes(log: str) -> int:
 
 def split_of(log: str) -> tuple[int, int]:
     """(bytes from the appliance, bytes from peers) from a machine's BitTorrent log line."""
-    found = re.search(r"bytes of stream: (\d+) from the appliance, (\d+) from peers", log)
+    found = re.search(r"bytes of stream: at least (\d+) from the appliance, the rest \((\d+)\) from peers", log)
     assert found, log
     return int(found.group(1)), int(found.group(2))
 
 
 def test_three_machines_install_from_one_swarm(lab, tmp_path):
-    fleet = fleet_lab(lab, tmp_path, 3, {"transport": "bittorrent", "seed_seconds": 1, "join_timeout": 20})
+    require_programs(*ENGINES, "tc")
+    # 50 Mbit/s links: the swarm takes seconds, long enough for the appliance to count its
+    # seeder's connections (sampled) before they close
+    fleet = FleetLab(lab, tmp_path, make_tree(tmp_path / "image"), image=IMAGE, hosts=3, link_mbit=50,
+                     fleet={"transport": "bittorrent", "seed_seconds": 1, "join_timeout": 20})
     fleet.packed()
     results = fleet.install(range(3))
     for r in results:
@@ -88,11 +92,12 @@ def test_three_machines_install_from_one_swarm(lab, tmp_path):
         # The stream was right: the rsync pass moved file lists, not the image's 12 MiB.
         assert repaired_bytes(r.log) < MIB, r.log
     # Each machine was told what came from the appliance (the kernel's count of the seeder's
-    # connections to it) and from peers; the appliance sent every piece at least once.
+    # connections to it, a lower bound) and from peers; the appliance sent every piece at
+    # least once, and most of that was counted.
     stream = fleet.packed()["bytes"]
     split = [split_of(r.log) for r in results]
     assert all(a + p == stream for a, p in split), split
-    assert sum(a for a, _ in split) >= 0.9 * stream, split
+    assert sum(a for a, _ in split) >= 0.5 * stream, split
     time.sleep(3)   # the seeder's next readout
     status = fleet.api("/api/fleet")
     assert status["tracker"] and f"{IMAGE}:1" in status["seeding"], status
