@@ -98,6 +98,11 @@ def test_three_machines_install_from_one_swarm(lab, tmp_path):
     split = [split_of(r.log) for r in results]
     assert all(a + p == stream for a, p in split), split
     assert sum(a for a, _ in split) >= 0.5 * stream, split
+    # The run's bytes, as the monitor shows them, are the stream's and then the repair's.
+    for r in results:
+        reported = [l.split() for l in (tmp_path / f"calls{r.index}").read_text().splitlines()
+                    if l.startswith("si-progress ") and len(l.split()) == 4]
+        assert reported[-1][1] == "repair" and int(reported[-1][3]) >= stream, reported[-3:]
     time.sleep(3)   # the seeder's next readout
     status = fleet.api("/api/fleet")
     assert status["tracker"] and f"{IMAGE}:1" in status["seeding"], status
