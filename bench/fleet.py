@@ -106,7 +106,7 @@ def one_run(fleet: FleetLab, n: int, transport: str, env: dict, timeout: float) 
         raise SystemExit(f"{transport} n={n}: machines {fell_back} did not use {transport}:\n{pulls[fell_back[0]].log}")
     # BitTorrent downloads the whole stream, then unpacks ("unpack" phase): when the last
     # machine had the stream, apart from the unpacking that eight machines share two cores for.
-    streamed = [p.phases.get("unpack") for p in pulls]
+    streamed = [p.phases.get("unpack") for p in pulls] if transport == "bittorrent" else [None]
     return {"seconds": round(max(p.pulled_at for p in pulls) - started, 2), "sent": sent, "cpu": busy,
             "stream_seconds": round(max(streamed) - started, 2) if all(streamed) else None}
 

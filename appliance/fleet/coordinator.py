@@ -56,6 +56,7 @@ class Plan:
 # peer has every piece, and what it sent since the last look is not counted: the split a
 # machine is told is a lower bound for the appliance's share.
 SAMPLE_SECONDS = 0.25
+IDLE_SAMPLE_SECONDS = 2.0    # while the seeders have no connection at all
 
 
 def packs_root(config) -> Path:
@@ -170,24 +171,27 @@ class Fleet:
             if done is not None:
                 self.uploaded[key] = done
 
-    async def sample_connections(self) -> None:
-        """One look at the seeders' TCP connections (ss): keep each one's largest count."""
+    async def sample_connections(self) -> int:
+        """One look at the seeders' TCP connections (ss): keep each one's largest count;
+        returns how many there were."""
         pids = {proc.pid for proc in self.seeders.values() if proc.returncode is None}
         if not pids:
-            return
+            return 0
         try:
             proc = await asyncio.create_subprocess_exec(*swarm.SS_ARGV, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.DEVNULL)
             out, _ = await proc.communicate()
         except OSError:          # no ss (iproute2): the split is not known, nothing else changes
-            return
-        for conn, acked in swarm.acked_by_connection(out.decode(errors="replace"), pids).items():
+            return 0
+        found = swarm.acked_by_connection(out.decode(errors="replace"), pids)
+        for conn, acked in found.items():
             self._acked[conn] = max(acked, self._acked.get(conn, 0))
+        return len(found)
 
     async def _sample_connections(self) -> None:
         while any(proc.returncode is None for proc in self.seeders.values()):
-            await self.sample_connections()
-            await asyncio.sleep(SAMPLE_SECONDS)
+            busy = await self.sample_connections()
+            await asyncio.sleep(SAMPLE_SECONDS if busy else IDLE_SAMPLE_SECONDS)
 
     async def sent_to(self, image: str, version: int, address: str) -> int:
         """Bytes the appliance's seeder of image:version has sent the machine at address."""

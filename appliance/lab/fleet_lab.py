@@ -121,6 +121,8 @@ class FleetLab:
             target.mkdir(exist_ok=True)
             work.mkdir(exist_ok=True)
             (work / "pulled").unlink(missing_ok=True)
+            for record in ("", ".log", ".http"):     # each pull's own calls and log
+                (self.workdir / f"calls{i}{record}").unlink(missing_ok=True)
             env = dict(os.environ, PATH=f"{self.stubs}:/usr/sbin:/usr/bin:/sbin:/bin",
                        CALLS=str(self.workdir / f"calls{i}"), IMAGESERVER=SERVER, SI_HTTP_PORT="8080",
                        HOSTNAME=f"node{i}", DEVICE="eth0", TARGET=str(target), SI_TMP=str(work),
