@@ -21,7 +21,7 @@ from pathlib import Path
 PROGRAMS: dict[str, str] = {
     # the appliance and its commands
     "rsync": "rsync",
-    "ip": "iproute2", "ss": "iproute2",
+    "ip": "iproute2", "ss": "iproute2", "tc": "iproute2",
     "curl": "curl",
     "depmod": "kmod",
     "zstd": "zstd",
