@@ -30,7 +30,7 @@ LAB_PACKAGES=(
   debootstrap
   # peers and clients the tests and benchmarks measure against
   tftp-hpa atftp dnsmasq-base kea-dhcp4-server kea-admin isc-dhcp-server bind9-dnsutils
-  libwrap0 chromium openssh-server
+  libwrap0 chromium chromium-driver openssh-server
 )
 
 profile=lab run_demo=1

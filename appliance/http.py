@@ -15,15 +15,17 @@ from aiohttp import web
 
 from services import safepath
 
-from . import monitor, progress_report
+from . import progress_report
 from .client.routes import add_routes as client_routes
+from .console import token as console_token, views as console_views
+from .console.routes import add_routes as console_routes
 from .fleet.routes import add_routes as fleet_routes
 from .http_guard import Guard, GuardedSite
 from .service import Context, Endpoint, Health, Service
 
 log = logging.getLogger("si.http")
 
-ROUTE_PROVIDERS: list[Callable[[web.Application, Context], None]] = [client_routes, fleet_routes]
+ROUTE_PROVIDERS: list[Callable[[web.Application, Context], None]] = [client_routes, fleet_routes, console_routes]
 CTX_KEY = web.AppKey("ctx", Context)
 
 MAX_PROGRESS_BODY = 1024 * 1024
@@ -64,13 +66,14 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
         return _json([l.as_dict() for l in store.leases()])
 
     async def images(request):
-        return _json(store.images())
+        return _json(console_views.images_view(store))
 
     async def installs(request):
-        return _json(monitor.install_rows(store.installs()))
+        # Without logs: a run's log is /api/installs/{host} (and its stream), not part of every poll.
+        return _json([console_views.install_summary(r) for r in store.installs()])
 
     async def monitor_page(request):
-        return web.Response(text=monitor.PAGE, content_type="text/html")
+        raise web.HTTPFound("/#installs")     # the console has the installs table now
 
     async def progress(request: web.Request) -> web.Response:
         """An autoinstalling client reports a phase, percent, bytes or its result."""
@@ -172,6 +175,7 @@ class HttpService(Service):
                                keepalive_timeout=http.keepalive_timeout)
         await runner.setup()
         self.guard = Guard(http.header_timeout, http.body_timeout, http.max_connections_per_client)
+        console_token.ensure(self.ctx.config.state_dir)    # made at first start; 'si console token' shows it
         try:
             self._binds = []
             for address in self._addresses():

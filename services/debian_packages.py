@@ -54,7 +54,7 @@ PROGRAMS: dict[str, str] = {
     "dhcpd": "isc-dhcp-server", "kea-dhcp4": "kea-dhcp4-server", "perfdhcp": "kea-admin",
     "dnsmasq": "dnsmasq-base", "dig": "bind9-dnsutils",
     "tftp": "tftp-hpa", "atftp": "atftp",
-    "chromium": "chromium", "sshd": "openssh-server",
+    "chromium": "chromium", "chromedriver": "chromium-driver", "sshd": "openssh-server",
 }
 
 # Firmware and loaders the lab reads from packages (package, file name).

@@ -1,21 +1,10 @@
-"""The monitor: the terminal table and the web page (in headless Chromium)."""
+"""The monitor's terminal table (the web console's is tests/test_console_browser.py)."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
-from ipaddress import IPv4Address
-
-import pytest
 from rich.console import Console
 
-from appliance.config import Config
 from appliance.monitor import install_rows, render_table
-from appliance.service import Context
 from appliance.store import Store
-from appliance.store.records import Host
-
-from support_http import Server
 
 
 def _store_with_runs(store: Store) -> None:
@@ -53,30 +42,3 @@ def test_rows_compute_speed_and_elapsed(tmp_path):
     running = dataclasses.replace(rec, started=1000.0, finished=None, bytes=1_000_000, state="running")
     rows = install_rows([done, running], now=1040.0)
     assert [(r["elapsed"], r["speed_bps"]) for r in rows] == [(100.0, 50_000), (40.0, 25_000)]
-
-
-def test_monitor_page_in_headless_chromium(tmp_path):
-    browser = shutil.which("chromium")
-    if browser is None:
-        pytest.fail("chromium not found: install the Debian package chromium (./setup.sh does)")
-    cfg = Config(interface="lo", address=IPv4Address("127.0.0.1"), state_dir=tmp_path / "state",
-                 log_dir=tmp_path / "log")
-    ctx = Context(cfg, Store(cfg.db_path))
-    _store_with_runs(ctx.store)
-    server = Server(ctx)
-    try:
-        with tempfile.TemporaryDirectory() as profile:
-            out = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
-                 server.url("/monitor")],
-                capture_output=True, text=True, timeout=120)
-    finally:
-        server.close()
-    dom = out.stdout
-    assert 'data-host="www3"' in dom and 'class="running"' in dom, dom[-2000:]
-    assert 'class="succeeded"' in dom and 'class="failed"' in dom
-    assert "42.5%" in dom
-    assert "sfdisk: /dev/vda: no such device" in dom
-    assert "3 run(s)" in dom

@@ -72,6 +72,45 @@ def test_bios_install_then_netboot_once(install_lab, hosts):
         node.guest.stop()
 
 
+def test_console_in_a_browser_follows_an_install(install_lab, hosts, request):
+    """The operator's view of a real install: headless Chromium on the web console, in the
+    appliance's namespace. The host's row goes from assigned to installing to installed, its
+    log tail grows, and reinstall is refused without the operator token and done with it."""
+    from console_browser import browser, click, flash, host_state, wait_until
+
+    from appliance.lab.appliance_ns import _http_port
+    lab = install_lab
+    lab.addclients("golden_v1", "node", 1, start=10)
+    node = lab.machine("node10", "52:54:00:77:00:1a", firmware="bios", disk_size="1G")
+    url = f"http://127.0.0.1:{_http_port(lab.appliance.config)}/"
+    tail = lambda d: d.find_element("css selector", '#runs tr.tail[data-host="node10"] pre').text
+    try:
+        with browser(request.node.name, netns=lab.appliance.ns) as d:
+            d.get(url)
+            wait_until(d, lambda d: d.find_element("tag name", "body").get_attribute("data-ready"), "the page")
+            assert host_state(d, "node10") == "assigned"
+            node.guest.start()
+            wait_until(d, lambda d: host_state(d, "node10") == "installing", "node10 installing", INSTALL_TIMEOUT)
+            click(d, '#runs tr.run[data-host="node10"] button[data-action="log"]')
+            wait_until(d, lambda d: "SystemImager" in tail(d), "its log tail", 120)
+            first = len(tail(d))
+            wait_until(d, lambda d: host_state(d, "node10") == "installed", "node10 installed", INSTALL_TIMEOUT)
+            assert len(tail(d)) > first, "the tail grew while it installed"
+            assert lab.wait_installed("node10", 10)["state"] == "succeeded"
+
+            click(d, '#host-rows tr[data-host="node10"] button[data-action="reinstall"]')
+            wait_until(d, lambda d: "refused" in flash(d), "a refusal without the token")
+            assert lab.si("hosts", "show", "node10", "--json").stdout.count('"netboot": "local"') == 1
+            d.find_element("id", "token").send_keys(lab.si("console", "token").stdout.strip())
+            click(d, '#token-form button[type="submit"]')
+            click(d, '#host-rows tr[data-host="node10"] button[data-action="reinstall"]')
+            wait_until(d, lambda d: "next PXE boot autoinstalls" in flash(d), "the reinstall done")
+            wait_until(d, lambda d: host_state(d, "node10") == "assigned", "node10 assigned again")
+        assert next(h for h in lab.api("/api/hosts") if h["hostname"] == "node10")["netboot"] == "install"
+    finally:
+        node.guest.stop()
+
+
 def test_uefi_install_on_gpt_with_esp(install_lab, hosts):
     """UEFI with Secure Boot off, through the default UEFI loader (Debian's signed shim and GRUB)."""
     lab = install_lab

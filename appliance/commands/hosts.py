@@ -42,7 +42,8 @@ def set_host(args) -> int:
     from dataclasses import replace
     from services.dhcp.addresses import why_unassignable
 
-    from services.names import valid_domain, valid_image_name
+    from services.names import valid_domain
+    from ..console.actions import Refused, check_image
     from ..store.records import Host, normalise_mac
     cfg = load_config(args)
     store = open_store(cfg)
@@ -80,11 +81,11 @@ def set_host(args) -> int:
                            f"(DHCP hands it out once that lease ends or is released)")
         changes["ip"] = str(ip)
     if args.image is not None:
-        if args.image and not valid_image_name(args.image):
-            raise CliError(f"--image: {args.image!r} is not a valid image name (letters, digits and ._+-, "
-                           f"at most 64, no '..')")
-        if args.image and store.image(args.image) is None:     # as addclients refuses it
-            raise CliError(f"--image: no image {args.image!r} (see 'si images list'; 'si getimage' makes one)")
+        if args.image:          # an image that exists, as addclients and the console ask
+            try:
+                check_image(store, args.image)
+            except Refused as exc:
+                raise CliError(f"--image: {exc}") from None
         changes["image"] = args.image or None
     if args.group is not None:
         changes["grp"] = args.group or None
@@ -113,10 +114,12 @@ def list_hosts(args) -> int:
 
 
 def set_netboot(args, netboot: str) -> int:
+    from ..console.actions import Refused, local_boot, reinstall
     store = open_store(load_config(args))
-    if not store.set_netboot(args.hostname, netboot):
-        raise OperationFailed(f"hostname: no host {args.hostname!r} (see 'si hosts list')")
-    print(f"{args.hostname}: next PXE boot {'autoinstalls' if netboot == 'install' else 'boots the local disk'}")
+    try:
+        print((reinstall if netboot == "install" else local_boot)(store, args.hostname))
+    except Refused as exc:
+        raise OperationFailed(f"hostname: {exc}") from None
     return 0
 
 

@@ -15,7 +15,7 @@ from ._output import add_json_arg, emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser("monitor", help="watch installs and updates live (also at http://SERVER:PORT/monitor)")
+    p = sub.add_parser("monitor", help="watch installs and updates live (also in the web console, http://SERVER:PORT/)")
     add_config_arg(p)
     p.add_argument("--once", action="store_true", help="print the table once and exit (also when piped)")
     add_json_arg(p)

@@ -94,8 +94,8 @@ def run_demo(workdir: Path | None = None, keep_running: bool = False, transport:
             if len(done) < len(machines):
                 raise RuntimeError("installs did not finish within 20 minutes")
             ilab.timings["install (both, concurrently)"] = max(done.values())
-            for run in ilab.api("/api/installs") or []:
-                for line in transport_lines(run):
+            for run in (ilab.install_state(m.hostname) for m in machines):
+                for line in transport_lines(run or {}):
                     console.print(f"  {run['hostname']}: {line}")
             t = time.time()
             for m in machines:

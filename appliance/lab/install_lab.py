@@ -133,8 +133,9 @@ class InstallLab:
         return Machine(hostname, mac, guest)
 
     def install_state(self, hostname: str) -> dict | None:
-        runs = [r for r in (self.api("/api/installs") or []) if r["hostname"] == hostname]
-        return runs[0] if runs else None
+        """The host's newest run with its whole log (None before it has one)."""
+        run = self.api(f"/api/installs/{hostname}")
+        return run if run and "id" in run else None
 
     def wait_installed(self, hostname: str, timeout: float) -> dict:
         deadline = time.time() + timeout

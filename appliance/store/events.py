@@ -17,3 +17,8 @@ class EventsMixin:
         rows = self.query(f"SELECT id, ts, source, kind, host, detail FROM events {where} "
                           f"ORDER BY id DESC LIMIT ?", (*args, limit))
         return [dict(r) for r in reversed(rows)]
+
+    def last_seen(self) -> dict[str, float]:
+        """Each host's newest event time (its leases, PXE boots and install reports)."""
+        return {r["host"]: r["ts"] for r in self.query(
+            "SELECT host, max(ts) AS ts FROM events WHERE host IS NOT NULL GROUP BY host")}

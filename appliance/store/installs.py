@@ -44,6 +44,12 @@ class InstallsMixin:
                            (now, note, LOG_LIMIT, row["id"]))
         return [Install(**dict(r)) for r in rows]
 
+    def latest_installs(self) -> dict[str, Install]:
+        """Each host's newest install run (kind 'install'; updates do not change what a host is)."""
+        return {r["hostname"]: Install(**dict(r)) for r in self.query(
+            f"SELECT {_COLUMNS} FROM installs WHERE id IN "
+            f"(SELECT max(id) FROM installs WHERE kind='install' GROUP BY hostname)")}
+
     def installs(self, limit: int = 200) -> list[Install]:
         return [Install(**dict(r)) for r in self.query(
             f"SELECT {_COLUMNS} FROM installs ORDER BY id DESC LIMIT ?", (limit,))]

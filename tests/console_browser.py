@@ -1,0 +1,95 @@
+"""Headless Chromium driven through WebDriver: Debian's chromium and chromium-driver, and selenium.
+
+browser() can run it inside a lab's network namespace (where the appliance's console is): this
+thread enters the namespace, so chromedriver and Chromium start there and the WebDriver
+connections to them are made there too. A failed test keeps a screenshot and the page's DOM
+under artifacts/<name>/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+WAIT = 30   # seconds a browser step may take (the lab's machines are slow under TCG)
+
+
+@contextmanager
+def network_namespace(name: str):
+    """This thread inside the named network namespace (`ip netns add NAME`), then back."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        os.setns(target, os.CLONE_NEWNET)
+        yield
+    finally:
+        os.setns(own, os.CLONE_NEWNET)
+        os.close(own)
+        os.close(target)
+
+
+def _needed():
+    for program, package in (("chromium", "chromium"), ("chromedriver", "chromium-driver")):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} not found: install the Debian package {package} (./setup.sh does)")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        pytest.fail("selenium is not installed: .venv/bin/pip install -e '.[test]' (./setup.sh does)")
+
+
+@contextmanager
+def browser(name: str, netns: str | None = None):
+    """A WebDriver session; `name` names the artifacts directory if the body fails."""
+    _needed()
+    from selenium import webdriver
+    os.environ["SE_OFFLINE"] = "true"       # selenium never fetches drivers: Debian's are given
+    with network_namespace(netns) if netns else nullcontext():
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1400,1000"):
+            options.add_argument(arg)
+        driver = webdriver.Chrome(options=options,
+                                  service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
+        try:
+            yield driver
+        except BaseException:
+            keep = ARTIFACTS / name.replace("/", "_")
+            keep.mkdir(parents=True, exist_ok=True)
+            try:
+                driver.save_screenshot(str(keep / "console.png"))
+                (keep / "console.html").write_text(driver.page_source)
+            except Exception:
+                pass
+            raise
+        finally:
+            driver.quit()
+
+
+def wait_until(driver, condition, what: str, seconds: float = WAIT):
+    """condition(driver) true within seconds, else a failure that says what was awaited."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+    try:
+        return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+    except TimeoutException:
+        raise AssertionError(f"not within {seconds:.0f} s in the console: {what}") from None
+
+
+def host_state(driver, hostname: str) -> str | None:
+    rows = driver.find_elements("css selector", f'#host-rows tr[data-host="{hostname}"]')
+    return rows[0].get_attribute("data-state") if rows else None
+
+
+def click(driver, css: str) -> None:
+    driver.find_element("css selector", css).click()
+
+
+def flash(driver) -> str:
+    return driver.find_element("id", "flash").text
