@@ -7,6 +7,7 @@ under artifacts/<name>/.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 from contextlib import contextmanager, nullcontext
@@ -18,16 +19,26 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WAIT = 30   # seconds a browser step may take (the lab's machines are slow under TCG)
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    # os.setns is Python 3.12's; Debian 12 has 3.11, so libc's setns(2) it is.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns into a network namespace failed")
+
+
 @contextmanager
 def network_namespace(name: str):
     """This thread inside the named network namespace (`ip netns add NAME`), then back."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        os.setns(target, os.CLONE_NEWNET)
+        _setns(target)
         yield
     finally:
-        os.setns(own, os.CLONE_NEWNET)
+        _setns(own)
         os.close(own)
         os.close(target)
 
