@@ -97,6 +97,12 @@ if [ ! "$lockstep" -nt services/tftp/lockstep.c ]; then
   cc -O2 -Wall -Wextra -shared -fPIC -o "$lockstep" services/tftp/lockstep.c
 fi
 
+# Shell completion and the manual page, generated from the commands' parser.
+if [ -d /etc/bash_completion.d ] || mkdir -p /etc/bash_completion.d 2>/dev/null; then
+  .venv/bin/si completion bash > /etc/bash_completion.d/si
+fi
+.venv/bin/si manpage --output /usr/local/share/man/man1/si.1 >/dev/null
+
 if [ "$run_demo" = 0 ]; then
   echo "==> installed ($profile profile): .venv/bin/si"
   exit 0
