@@ -95,7 +95,7 @@ class ImageStore:
         row = (self.store.image_version(image, version) if version is not None
                else self.current(image))
         if row is None or row["state"] != "complete":
-            what = f"{image}@{version}" if version is not None else image
+            what = ref(image, version) if version is not None else image
             known = self.store.image(image)
             raise ImageError(f"image {what}: no such complete version" +
                              ("" if known else " (see 'si images list')"))
@@ -203,7 +203,7 @@ class ImageStore:
         if version is not None:
             rows = [r for r in rows if r["version"] == version]
             if not rows:
-                raise ImageError(f"image {image}@{version}: no such version (see 'si images versions {image}')")
+                raise ImageError(f"image {ref(image, version)}: no such version (see 'si images versions {image}')")
         with self.locked(image):
             for row in rows:
                 _remove_tree(Path(row["path"]))

@@ -1,4 +1,4 @@
-"""si images: list, show, versions, delete and chroot into images."""
+"""si images: list, show, versions, delete, chroot, and move images whole (rename, copy, export, import)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ from ._output import add_action, emit, print_fields
 
 
 def register(sub) -> None:
-    p = sub.add_parser("images", help="list, inspect, delete or chroot into images")
+    p = sub.add_parser("images", help="list, inspect, delete, chroot into, rename, copy, export or import images")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     add_action(actions, "list", "every image, its current version and settings", list_images, json=True)
@@ -31,6 +31,16 @@ def register(sub) -> None:
     # dest "run": "command" is the top-level parser's (the error prefix "si images: ...")
     q.add_argument("run", metavar="COMMAND", nargs=argparse.REMAINDER,
                    help="command to run instead of a shell, as typed (options for si go before NAME)")
+    add_action(actions, "rename", "rename an image, every version of it, and the hosts that install it", rename,
+               "old:OLD", "new:NEW")
+    add_action(actions, "copy", "a new image NEW from NAME's current version (or NAME:N), sharing its files",
+               copy, "ref:NAME[:N]", "new:NEW")
+    q = add_action(actions, "export", "write an image version to one file: its tree, settings and master script",
+                   export, "ref:NAME[:N]")
+    q.add_argument("--output", "-o", type=Path, required=True, help="the file to write (a zstd-compressed tar)")
+    q = add_action(actions, "import", "make an image version from a file 'si images export' wrote", import_image,
+                   "archive:FILE")
+    q.add_argument("--as", dest="as_name", metavar="NAME", help="under this name (default: the exported one)")
 
 
 def _wrap(func):
@@ -179,3 +189,105 @@ def chroot(args) -> int:
           "since the previous version are hard links shared with it, so replace a file "
           "(as package managers and editors do) rather than write into it. 'exit' returns.")
     return subprocess.call(["chroot", str(path), *command])
+
+
+# --- whole images: rename, copy, export, import -------------------------------------
+def _master(cfg, store, image: str) -> str:
+    from ..autoinstall.render import write_master_script
+    try:
+        return str(write_master_script(cfg, store, image, note=print))
+    except Exception as exc:       # an image without the files a plan needs still moves
+        return f"not written ({exc})"
+
+
+def _progress(verb: str):
+    """Bytes so far, on one line of a terminal; nothing when stderr is not one."""
+    if not sys.stderr.isatty():
+        return lambda _n: None
+    return lambda n: print(f"\r{verb} {n / 2**20:,.0f} MiB", end="", file=sys.stderr, flush=True)
+
+
+def rename(args) -> int:
+    from ..clients import _link
+    from ..image_moves import rename as rename_image
+    cfg = load_config(args)
+    store = open_store(cfg)
+    old_master = cfg.scripts_dir / f"{args.old}.master"
+    moved = _wrap(lambda: rename_image(cfg, store, args.old, args.new))
+    if old_master.exists():
+        new_master = cfg.scripts_dir / f"{args.new}.master"
+        os.replace(old_master, new_master)        # an edit by hand is then kept by the rewrite below
+    master = _master(cfg, store, args.new)
+    kept = []
+    for host in (h for h in store.hosts() if h.image == args.new):
+        if _link(cfg.scripts_dir, host.hostname, args.new) == "kept":
+            kept.append(host.hostname)
+    engine.refresh_daemon(cfg, store)
+    store.event("images", "rename", f"{args.old} -> {args.new} ({moved} host(s))")
+    print(f"renamed {args.old} to {args.new}; {moved} host(s) now install {args.new}; master script: {master}")
+    if kept:
+        print(f"edited per-host scripts still name {args.old}, check them: "
+              + ", ".join(f"{cfg.scripts_dir}/{h}.sh" for h in kept))
+    return 0
+
+
+def copy(args) -> int:
+    from ..image_moves import copy as copy_image
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name, version = _wrap(lambda: parse_ref(args.ref))
+    if store.image(name) is None:
+        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    made = _wrap(lambda: copy_image(cfg, store, name, version, args.new))
+    engine.refresh_daemon(cfg, store)
+    store.event("images", "copy", f"{args.ref} -> {ref(args.new, made)}")
+    print(f"copied {args.ref} to {ref(args.new, made)} (files shared by hard links); "
+          f"master script: {_master(cfg, store, args.new)}")
+    return 0
+
+
+def export(args) -> int:
+    from ..image_moves import export as export_image
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name, version = _wrap(lambda: parse_ref(args.ref))
+    if store.image(name) is None:
+        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    if args.output.is_dir():
+        raise CliError(f"--output: {args.output} is a directory; name the file to write")
+    try:
+        meta = export_image(cfg, store, name, version, args.output, _progress("exported"))
+    except ImageError as exc:
+        raise OperationFailed(str(exc)) from None
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(f"exported {ref(name, meta['version'])} to {args.output} ({args.output.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def import_image(args) -> int:
+    from ..autoinstall.render import edited_by_hand
+    from ..image_moves import archived_master, import_, read_meta
+    cfg = load_config(args)
+    store = open_store(cfg)
+    args.archive = Path(args.archive)
+    meta = _wrap(lambda: read_meta(args.archive))
+    if args.as_name:
+        _wrap(lambda: check_image_name(args.as_name))
+    try:
+        name, version, _ = import_(cfg, store, args.archive, args.as_name, _progress("imported"))
+    except ImageError as exc:
+        raise OperationFailed(str(exc)) from None
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    engine.refresh_daemon(cfg, store)
+    store.event("images", "import", f"{ref(name, version)} from {args.archive.name} "
+                                    f"({ref(meta['image'], meta['version'])} when exported)")
+    print(f"imported {args.archive} as {ref(name, version)}; master script: {_master(cfg, store, name)}")
+    carried = archived_master(args.archive, meta["image"])
+    if carried and edited_by_hand(carried):
+        kept = cfg.scripts_dir / f"{name}.master.imported"
+        from services.atomicfile import write_atomic
+        write_atomic(kept, carried, mode=0o644)
+        print(f"its master script had been edited by hand: that one is kept as {kept}")
+    return 0

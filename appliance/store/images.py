@@ -72,3 +72,18 @@ class ImagesMixin:
         with self.tx() as db:
             return db.execute("DELETE FROM image_versions WHERE image=? AND version=?",
                               (image, version)).rowcount == 1
+
+    def rename_image(self, old: str, new: str, old_dir: str, new_dir: str) -> int:
+        """One transaction: the image, its versions (and their paths under old_dir, now new_dir)
+        and the hosts that install it take the new name. Returns how many hosts moved."""
+        with self.tx() as db:
+            db.execute("INSERT INTO images (name, golden_client, ip_method, post_install, created) "
+                       "SELECT ?, golden_client, ip_method, post_install, created FROM images WHERE name=?",
+                       (new, old))
+            db.execute("UPDATE image_versions SET image=?, path=? || substr(path, ?) "
+                       "WHERE image=? AND substr(path, 1, ?) = ?",
+                       (new, new_dir, len(old_dir) + 1, old, len(old_dir), old_dir))
+            db.execute("UPDATE image_versions SET image=? WHERE image=?", (new, old))
+            moved = db.execute("UPDATE hosts SET image=? WHERE image=?", (new, old)).rowcount
+            db.execute("DELETE FROM images WHERE name=?", (old,))
+            return moved
