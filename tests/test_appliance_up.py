@@ -49,6 +49,9 @@ def test_up_serves_health_and_stops_on_sigterm(lab, tmp_path):
     assert "installs cannot start: no autoinstall kernel and initrd" in status.stderr, status.stderr
     assert "run 'si mkbootimage'" in status.stderr
     assert health["installs_blocked_by"] and health["ok"]
+    # The console's operator token is made at the first start, readable by root only.
+    token = tmp_path / "state" / "console-token"
+    assert token.is_file() and oct(token.stat().st_mode & 0o777) == "0o600"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     output = proc.stdout.read()

@@ -3,6 +3,7 @@ rows change in place from the event stream, a log tail stays open and grows, and
 refused without the operator token and done with it."""
 from __future__ import annotations
 
+import shutil
 from ipaddress import IPv4Address
 
 import pytest
@@ -76,3 +77,20 @@ def test_console_follows_an_install_and_guards_its_actions(server, request):
         click(d, '#host-rows tr[data-host="node1"] button[data-action="image"]')
         wait_until(d, lambda d: "image db" in flash(d), "the image assigned")
         assert store.host("node1").image == "db"
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_browser_step_keeps_a_screenshot(server):
+    from console_browser import ARTIFACTS
+    name = "test_console_browser_screenshot_probe"
+    keep = ARTIFACTS / name
+    shutil.rmtree(keep, ignore_errors=True)
+    try:
+        with pytest.raises(AssertionError, match="never there"):
+            with browser(name) as d:
+                d.get(server.url("/"))
+                wait_until(d, lambda d: False, "never there", seconds=1)
+        assert (keep / "console.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "SystemImager" in (keep / "console.html").read_text()
+    finally:
+        shutil.rmtree(keep, ignore_errors=True)
