@@ -35,13 +35,13 @@ class ClientsError(ValueError):
 @dataclass(frozen=True)
 class Client:
     hostname: str
-    ip: str
+    ip: str | None       # None: no address (Section 3 skipped)
     fqdn: str
 
 
 @dataclass
 class ClientsPlan:
-    image: str
+    image: str | None              # None: Section 2 skipped (no image, no links)
     domain: str
     clients: list[Client]
     unused_ranges: list[Pool] = field(default_factory=list)
@@ -106,19 +106,27 @@ def _check_ranges(cfg: Config, ranges: list[Pool]) -> None:
 
 
 def plan_clients(cfg: Config, store, *, domain: str | None, basename: str, start: int, end: int,
-                 image: str, ranges: list[str]) -> ClientsPlan:
-    """Validate and assign; raises ClientsError with nothing written."""
+                 image: str | None, ranges: list[str] | None) -> ClientsPlan:
+    """Validate and assign; raises ClientsError with nothing written.
+
+    image None and ranges None are the manual's skipped sections 2 and 3: the hosts are
+    recorded without an image (no links) or without addresses (no hosts file entries)."""
     domain = (domain or cfg.domain).strip().lower().rstrip(".")
     if not valid_domain(domain):
         raise ClientsError(f"--domain: {domain!r} is not a valid DNS domain")
     names = hostnames(basename, start, end)
-    if not valid_image_name(image):
-        raise ClientsError(f"--image: {image!r} is not a valid image name")
-    has_master = (cfg.scripts_dir / f"{image}.master").exists()
-    if not has_master and store.image(image) is None:
-        known = sorted({p.name[:-7] for p in cfg.scripts_dir.glob("*.master")} |
-                       {i["name"] for i in store.images()})
-        raise ClientsError(f"--image: no image {image!r} (known: {', '.join(known) or 'none'})")
+    has_master = False
+    if image is not None:
+        if not valid_image_name(image):
+            raise ClientsError(f"--image: {image!r} is not a valid image name")
+        has_master = (cfg.scripts_dir / f"{image}.master").exists()
+        if not has_master and store.image(image) is None:
+            known = sorted({p.name[:-7] for p in cfg.scripts_dir.glob("*.master")} |
+                           {i["name"] for i in store.images()})
+            raise ClientsError(f"--image: no image {image!r} (known: {', '.join(known) or 'none'})")
+    if ranges is None:
+        return ClientsPlan(image=image, domain=domain, clients=[Client(n, None, f"{n}.{domain}") for n in names],
+                           master_missing=image is not None and not has_master)
     if not ranges:
         raise ClientsError("--ip-range: give at least one range (FIRST-LAST), one per subnet")
     parsed = [parse_range(r) for r in ranges]
@@ -265,10 +273,9 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
             write_master_script(cfg, store, plan.image)
         except Exception as exc:  # links may dangle until getimage writes it
             store.event("addclients", "warning", f"no master script for {plan.image}: {exc}")
-    for c in plan.clients:
-        old = store.host(c.hostname)
-        host = replace(old, ip=c.ip, image=plan.image) if old else Host(hostname=c.hostname, ip=c.ip, image=plan.image)
-        store.upsert_host(host)
+    for c in plan.clients:      # a skipped section leaves what the host had
+        old = store.host(c.hostname) or Host(hostname=c.hostname)
+        store.upsert_host(replace(old, ip=c.ip or old.ip, image=plan.image or old.image))
 
     hosts_file = cfg.scripts_dir / "hosts"
     try:
@@ -292,7 +299,7 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
         backup = etc_hosts.with_name(etc_hosts.name + BACKUP_SUFFIX)
         if etc_hosts.exists() and not backup.exists():
             shutil.copy2(etc_hosts, backup)
-        new = rewrite_etc_hosts(current, plan.clients)
+        new = rewrite_etc_hosts(current, [c for c in plan.clients if c.ip])
         mode = etc_hosts.stat().st_mode & 0o7777 if etc_hosts.exists() else 0o644
         try:
             write_atomic(etc_hosts, new, mode)
@@ -300,11 +307,11 @@ def apply_clients(cfg: Config, store, plan: ClientsPlan, etc_hosts: Path | None)
             etc_hosts.write_text(new)  # a bind-mounted /etc/hosts cannot be replaced, only rewritten
 
     linked, kept = [], []
-    for c in plan.clients:
+    for c in plan.clients if plan.image else []:
         outcome = _link(cfg.scripts_dir, c.hostname, plan.image)
         (kept if outcome == "kept" else linked).append(c.hostname)
     store.event("addclients", "hosts",
-                f"{plan.clients[0].hostname}..{plan.clients[-1].hostname} -> {plan.image}")
+                f"{plan.clients[0].hostname}..{plan.clients[-1].hostname} -> {plan.image or 'no image'}")
     return ClientsResult(len(plan.clients), linked, kept, hosts_file, etc_hosts)
 
 

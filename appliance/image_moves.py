@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
-from .images import VERSIONS, ImageError, ImageStore, check_image_name, clone_tree, disk_usage, ref
+from .images import (VERSIONS, ImageError, ImageStore, check_image_name, clone_tree, disk_usage, ref,
+                     remove_tree)
 
 FORMAT = 1
 META = "systemimager-image.json"
@@ -101,7 +102,7 @@ def export(cfg: Config, store, name: str, version: int | None, out: Path,
         os.replace(part, out)
     finally:
         part.unlink(missing_ok=True)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+        remove_tree(work)
     return meta
 
 
@@ -138,7 +139,7 @@ def import_(cfg: Config, store, archive: Path, name: str | None = None,
             _run_tar(cmd, _bytes_read, on_progress, "import")
         except BaseException:
             # Nothing half-made stays: the version goes, and the image too if it has no other.
-            subprocess.run(["rm", "-rf", "--one-file-system", str(target.path)], check=False)
+            remove_tree(target.path)
             store.delete_image_version(name, target.version)
             if not store.image_versions(name):
                 store.delete_image(name)

@@ -122,7 +122,7 @@ class ImageStore:
         if update and current is not None:
             path = Path(current["path"])
             staging = path.parent / f".update-{current['version']}"
-            _remove_tree(staging)  # a killed earlier --update; start clean
+            remove_tree(staging)  # a killed earlier --update; start clean
             # The version row stays complete: the live tree is untouched until the swap.
             self.store.set_image_details(image, ip_method=ip_method, post_install=post_install,
                                          golden_client=golden_client)
@@ -134,7 +134,7 @@ class ImageStore:
         else:
             number = self.store.next_image_version(image)
         path = self.version_dir(image, number)
-        _remove_tree(path)
+        remove_tree(path)
         path.mkdir(parents=True)
         parent = current["version"] if current else None
         self.store.add_image_version(image, number, str(path), parent=parent, golden_client=golden_client,
@@ -145,18 +145,18 @@ class ImageStore:
         """The pull succeeded: make its version current."""
         if target.update:
             _exchange(target.write_to, target.path)  # atomic: readers see old or new, never neither
-            _remove_tree(target.write_to)            # now holds the old tree
+            remove_tree(target.write_to)            # now holds the old tree
         self.store.finish_image_version(target.image, target.version, size)
         self.point_current(target.image)
 
     def reset_dir(self, path: Path) -> None:
-        _remove_tree(path)
+        remove_tree(path)
         path.mkdir(parents=True)
 
     def abandon(self, target: Target) -> None:
         """The pull failed: the version stays incomplete; staging for --update goes."""
         if target.update:
-            _remove_tree(target.write_to)
+            remove_tree(target.write_to)
 
     def reconcile(self) -> list[str]:
         """Point every image's link at its newest complete version; the images whose link was wrong.
@@ -206,11 +206,11 @@ class ImageStore:
                 raise ImageError(f"image {ref(image, version)}: no such version (see 'si images versions {image}')")
         with self.locked(image):
             for row in rows:
-                _remove_tree(Path(row["path"]))
+                remove_tree(Path(row["path"]))
                 self.store.delete_image_version(image, row["version"])
             if version is None:
                 self.store.delete_image(image)
-                _remove_tree(self.root / VERSIONS / image)
+                remove_tree(self.root / VERSIONS / image)
             self.point_current(image)
         return [r["version"] for r in rows]
 
@@ -239,7 +239,7 @@ def disk_usage(paths: list[Path], seen: set[tuple[int, int]] | None = None) -> i
     return total
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
     elif path.exists():

@@ -10,6 +10,7 @@ import pytest
 from appliance import cli, clients
 from appliance.clients import OTHERS
 from appliance.commands import addclients as addclients_cmd
+from appliance.commands._dialogue import Dialogue
 from appliance.config import load
 from appliance.store import Store
 from appliance.store.records import Host
@@ -187,27 +188,48 @@ def test_image_in_store_without_master_gets_one(env):
     assert os.readlink(env.cfg.scripts_dir / "www1.sh") == "fresh.master"
 
 
-def test_interactive_three_sections(env):
-    answers = "\n".join(["lab.example", "node", "7", "9", "y", "web", "10.50.0.30", "10.50.0.31",
-                         "10.51.0.40", "10.51.0.49", "y"]) + "\n"
-    out = io.StringIO()
-    args = SimpleNamespace(config=env.conf, domain=None, basename=None, start=None, end=None, image=None,
+def _interactive_args(env):
+    return SimpleNamespace(config=env.conf, domain=None, basename=None, start=None, end=None, image=None,
                            ip_range=None, etc_hosts=env.etc_hosts, no_etc_hosts=False, yes=False)
-    assert addclients_cmd.addclients(args, addclients_cmd._Asker(io.StringIO(answers), out)) == 0
+
+
+def test_interactive_three_sections(env):
+    """The manual's Example 9, answered line by line (a first range refused, then given again)."""
+    answers = "\n".join(["", "lab.example", "node", "7", "9", "y",          # Continue?, Section 1
+                         "", "web",                                         # Section 2
+                         "", "10.50.0.30", "10.50.0.31", "n",                # Section 3, not satisfied
+                         "10.50.0.30", "10.50.0.31", "y", "10.51.0.40", "10.51.0.49", "y"]) + "\n"
+    out = io.StringIO()
+    assert addclients_cmd.addclients(_interactive_args(env), Dialogue(io.StringIO(answers), out)) == 0
     text = out.getvalue()
-    for section in ("Section 1", "Section 2", "Section 3", "node7 through node9", "web"):
-        assert section in text
+    for said in ("Continue? ([y]/n): ", "Section 1", "Are you satisfied? (y/[n]): y\n", "Section 2",
+                 "Would you like me to create soft links", "Section 3",
+                 "Would you like me to make these entries for you? ([y]/n): ", "node7 through node9",
+                 "The first host in subnet 2 will be: node9", "Your soft links have been created.",
+                 "These entries have been added to"):
+        assert said in text, said
+    assert "[n]) [n]" not in text and "[y]/n) [y]" not in text, "one default, written once"
     store = Store(env.cfg.db_path)
     assert [(h.hostname, h.ip) for h in store.hosts()] == [
         ("node7", "10.50.0.30"), ("node8", "10.50.0.31"), ("node9", "10.51.0.40")]
 
 
+def test_sections_two_and_three_may_be_declined(env):
+    answers = "\n".join(["y", "lab.example", "spare", "1", "2", "y", "n", "n"]) + "\n"
+    before = env.etc_hosts.read_text()
+    assert addclients_cmd.addclients(_interactive_args(env), Dialogue(io.StringIO(answers), io.StringIO())) == 0
+    store = Store(env.cfg.db_path)
+    assert [(h.hostname, h.ip, h.image) for h in store.hosts() if h.hostname.startswith("spare")] == [
+        ("spare1", None, None), ("spare2", None, None)]
+    assert not (env.cfg.scripts_dir / "spare1.sh").exists() and env.etc_hosts.read_text() == before
+
+
 def test_interactive_without_answers_is_a_clear_error(env):
-    args = SimpleNamespace(config=env.conf, domain=None, basename=None, start=None, end=None, image=None,
-                           ip_range=None, etc_hosts=env.etc_hosts, no_etc_hosts=False, yes=False)
     before = snapshot(env)
     with pytest.raises(addclients_cmd.CliError, match="--basename"):
-        addclients_cmd.addclients(args, addclients_cmd._Asker(io.StringIO("lab.example\n"), io.StringIO()))
+        addclients_cmd.addclients(_interactive_args(env), Dialogue(io.StringIO("y\nlab.example\n"), io.StringIO()))
+    with pytest.raises(addclients_cmd.CliError, match="'maybe' is not an answer"):
+        addclients_cmd.addclients(_interactive_args(env), Dialogue(io.StringIO("maybe\n"), io.StringIO()))
     assert snapshot(env) == before
 
 
