@@ -181,6 +181,41 @@ def test_first_pull_is_exact(env):
     assert env.store().latest_image_version("web")["state"] == "complete"
 
 
+def test_getimage_asks_the_manuals_questions_from_a_pipe(env):
+    """Section 9's getimage dialogue with piped answers: Continue?, the IP assignment menu answered
+    by number, "Are you satisfied?", then "run addclients now?" and its sections (links to the
+    image just pulled; the /etc/hosts section declined, so this machine's file is left alone)."""
+    answers = ["y",                       # Continue?
+               "3", "y",                  # Which method do you prefer? [1], Are you satisfied?
+               "shutdown",                # what clients do after installing (by name)
+               "y",                       # Would you like to run the "addclients" utility now?
+               "y", "", "piped", "1", "2", "y",   # its Continue?, domain, base name, numbers, satisfied
+               "", "",                    # soft links? [y], which image? [the one just pulled]
+               "n"]                       # make /etc/hosts entries? no
+    proc = env.lab.run(env.appl, *SI, "getimage", "--golden-client", GOLD, "--image", "asked", "--secret",
+                       env.secret, "--no-progress", "--port", "1873", "--config", str(env.config),
+                       input="\n".join(answers) + "\n", check=False, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stderr
+    for line in ("Continue? ([y]/n): y", "1) static_dhcp -- ", "4) replicant -- ",
+                 "Which method do you prefer? [1]: 3", "You have chosen method 3 for assigning IP addresses.",
+                 "Are you satisfied? ([y]/n): y", 'Would you like to run the "addclients" utility now? (y/[n]): y',
+                 "Which image would you like these hosts to receive? [asked]: ", "Your soft links have been created."):
+        assert line in said, line
+    store = env.store()
+    image = store.image("asked")
+    assert (image["ip_method"], image["post_install"]) == ("static", "shutdown")
+    assert [(h.hostname, h.image, h.ip) for h in store.hosts() if h.hostname.startswith("piped")] == [
+        ("piped1", "asked", None), ("piped2", "asked", None)]
+    assert os.readlink(env.state / "scripts" / "piped1.sh") == "asked.master"
+    # The input ends before a question is answered: one line naming the option, nothing pulled.
+    short = env.lab.run(env.appl, *SI, "getimage", "--golden-client", GOLD, "--image", "unasked", "--secret",
+                        env.secret, "--no-progress", "--port", "1873", "--config", str(env.config), input="",
+                        check=False, timeout=60, cwd=REPO)
+    assert short.returncode == 2 and "no answer to 'Continue?" in short.stderr.splitlines()[-1]
+    assert store.image("unasked") is None
+
+
 def test_second_version_shares_unchanged_files(env):
     from appliance.images import disk_usage
     changed = sorted((env.root / "usr/lib/x").iterdir())[:3]

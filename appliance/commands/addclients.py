@@ -88,7 +88,9 @@ def _section2(dialogue: Dialogue, args, cfg, store, names: list[str]):
     dialogue.say("Here is a list of available images:")
     for name in known:
         dialogue.say(f"  {name}")
-    return dialogue.ask("Which image would you like these hosts to receive?", known[-1] if known else "",
+    newest = max(store.images(), key=lambda i: i["created"], default=None)
+    default = getattr(args, "default_image", None) or (newest["name"] if newest else known[-1] if known else "")
+    return dialogue.ask("Which image would you like these hosts to receive?", default,
                         "--image", lambda a: None if a in known else f"no image {a!r} (known: "
                                                                      f"{', '.join(known) or 'none'})")
 

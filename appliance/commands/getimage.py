@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from .. import getimage as engine
 from ..config import IP_METHODS
 from ..images import ImageError
 from ._common import CliError, OperationFailed, add_config_arg, load_config, open_store, stderr_console
+from ._dialogue import Dialogue
 
 
 def register(sub) -> None:
@@ -36,18 +36,39 @@ def register(sub) -> None:
     p.add_argument("--keep-master", action="store_true",
                    help="leave a master script edited by hand as it is (default: keep it as "
                         "<image>.master.edited-<time> and write the new one; asked at a terminal)")
-    p.add_argument("--yes", action="store_true", help="ask nothing: confirm, and leave unset what no option gives")
+    p.add_argument("--yes", action="store_true",
+                   help="ask nothing: confirm, and leave unset what no option gives (else the manual's questions "
+                        "are asked, on a terminal or from a pipe)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (also off when stderr is not a terminal; saves rsync's progress cost)")
     p.set_defaults(func=getimage)
 
 
-def _ask(question: str, choices: tuple[str, ...], default: str) -> str:
+# The manual's four ways, in its order and with its numbers (its default is 1).
+IP_MENU = [("static_dhcp", "a DHCP server gives each client installed with this image the same address "
+                           "every time (see mkdhcpstatic)"),
+           ("dynamic_dhcp", "a DHCP server gives clients installed with this image addresses from its pool; "
+                            "they may differ from boot to boot"),
+           ("static", "the address a client has while it autoinstalls becomes its permanent address"),
+           ("replicant", "the image's network settings are left as they are (a backup and quick restore "
+                         "of one machine)")]
+POST_MENU = [("reboot", "boot the installed system"), ("shutdown", "power off"),
+             ("beep", "stay up and beep until someone comes")]
+
+
+def ip_assignment_dialogue(dialogue: Dialogue, default: str) -> str:
+    """IP Address Assignment, as the manual's getimage asks it: the menu, the choice, "satisfied?"."""
     while True:
-        answer = input(f"{question} ({'/'.join(choices)}) [{default}]: ").strip() or default
-        if answer in choices:
-            return answer
-        print(f"please answer one of: {', '.join(choices)}")
+        dialogue.say()
+        dialogue.say("IP Address Assignment")
+        dialogue.say()
+        dialogue.say("There are four ways to assign IP addresses to the client systems on an ongoing basis:")
+        chosen = dialogue.menu("Which method do you prefer?", IP_MENU, default, "--ip-assignment")
+        number = [name for name, _ in IP_MENU].index(chosen) + 1
+        dialogue.say(f"You have chosen method {number} for assigning IP addresses.")
+        dialogue.say()
+        if dialogue.yes("Are you satisfied?", True, "--ip-assignment"):
+            return chosen
 
 
 @contextmanager
@@ -90,16 +111,10 @@ def getimage(args) -> int:
     console.print(f"This program will {what} image [bold]{args.image}[/] from [bold]{args.golden_client}[/]; "
                   "it will not get /proc, NFS, tmpfs or other file systems that are not part of "
                   "an installed system.")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise CliError("not running interactively: pass --yes to go ahead without the question")
-        if input("Continue? ([y]/n): ").strip().lower() not in ("", "y", "yes"):
-            console.print("Nothing done.")
-            return 1
-        opts.ip_method = opts.ip_method or _ask("IP assignment method", IP_METHODS,
-                                                (existing or {}).get("ip_method") or "dynamic_dhcp")
-        opts.post_install = opts.post_install or _ask("After installing, clients should", engine.POST_INSTALL,
-                                                      (existing or {}).get("post_install") or "reboot")
+    dialogue = Dialogue()
+    if not args.yes and not dialogue.yes("Continue?", True, "--yes"):
+        console.print("Nothing done.")
+        return 1
     show = not args.no_progress and console.is_terminal
     try:
         with _progress_bar(console, args.image, show) as on_progress:
@@ -115,13 +130,31 @@ def getimage(args) -> int:
         console.print(f"{result.image}:{result.version} is complete and current: {result.path} ({size}, "
                       f"{result.seconds:.1f} s; left out the contents of: "
                       f"{', '.join(result.excluded) or 'nothing'})")
+    if not args.yes:       # after the pull, as the manual asks them
+        dialogue.pause()
+        settings = store.image(result.image) or {}
+        if args.ip_assignment is None:
+            opts.ip_method = ip_assignment_dialogue(dialogue, settings.get("ip_method") or "static_dhcp")
+        if args.post_install is None:
+            dialogue.say()
+            opts.post_install = dialogue.menu("What should clients do when their install is done?", POST_MENU,
+                                              settings.get("post_install") or "reboot", "--post-install")
+        store.set_image_details(result.image, ip_method=opts.ip_method, post_install=opts.post_install)
     if not args.no_master_script:
         from ..autoinstall.render import master_edited, write_master_script
         keep = args.keep_master
-        if not keep and not args.yes and sys.stdin.isatty() and master_edited(cfg, result.image):
-            keep = _ask(f"{result.image}.master was edited by hand (the manual's customised master script). "
-                        "Write a new one for this image, keeping yours as a backup?", ("y", "n"), "y") == "n"
+        if not keep and not args.yes and master_edited(cfg, result.image):
+            keep = not dialogue.yes(f"{result.image}.master was edited by hand (the manual's customised master "
+                                    "script). Write a new one for this image, keeping yours as a backup?", True,
+                                    "--keep-master")
         written = write_master_script(cfg, store, result.image, keep_edited=keep, note=console.print)
         console.print(f"master autoinstall script: {written}")
     print(f"{result.image}:{result.version}")
+    if not args.yes and dialogue.yes('Would you like to run the "addclients" utility now?', False):
+        from argparse import Namespace
+
+        from .addclients import addclients
+        return addclients(Namespace(config=args.config, domain=None, basename=None, start=None, end=None,
+                                    image=None, ip_range=None, etc_hosts=Path("/etc/hosts"), no_etc_hosts=False,
+                                    yes=False, default_image=result.image), dialogue)
     return 0
