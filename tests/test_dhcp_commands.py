@@ -66,13 +66,13 @@ def test_mkdhcpserver_isc_passes_dhcpd_t(site, tmp_path, loader):
     cfg, store = site(loader)
     _hosts(store)
     out = tmp_path / "dhcpd.conf"
-    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "isc", "--output", str(out)]) == 0
+    assert main(["mkdhcpserver", "--yes", "--config", str(cfg), "--format", "isc", "--output", str(out)]) == 0
     text = out.read_text()
     check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     # the manual's mkdhcpstatic named the host, so that editing /etc/hosts moves it
     assert "fixed-address node07;" in text and "hardware ethernet 52:54:00:00:00:08;" in text
-    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "isc", "--output", str(out), "--by-address"]) == 0
+    assert main(["mkdhcpserver", "--yes", "--config", str(cfg), "--format", "isc", "--output", str(out), "--by-address"]) == 0
     assert "fixed-address 10.77.0.7;" in out.read_text()
     check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
@@ -89,13 +89,13 @@ def test_mkdhcpserver_dnsmasq_passes_test(site, tmp_path):
     cfg, store = site()
     _hosts(store)
     out = tmp_path / "dnsmasq.conf"
-    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "dnsmasq", "--output", str(out)]) == 0
+    assert main(["mkdhcpserver", "--yes", "--config", str(cfg), "--format", "dnsmasq", "--output", str(out)]) == 0
     check = subprocess.run(["dnsmasq", "--test", "-C", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     text = out.read_text()
     assert "dhcp-host=52:54:00:00:00:07,node07\n" in text     # dnsmasq takes node07's address from /etc/hosts
     assert "dhcp-host=52:54:00:00:00:08,node08" in text
-    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "dnsmasq", "--output", str(out),
+    assert main(["mkdhcpserver", "--yes", "--config", str(cfg), "--format", "dnsmasq", "--output", str(out),
                  "--by-address"]) == 0
     assert "dhcp-host=52:54:00:00:00:07,10.77.0.7,node07" in out.read_text()
     assert "dhcp-option-force=100,10.77.0.1" in text and "dhcp-option-force=231,10.77.0.1" in text
@@ -107,7 +107,7 @@ def test_mkdhcpserver_kea_passes_kea_t(site, tmp_path):
     cfg, store = site()
     _hosts(store)
     out = tmp_path / "kea.json"
-    assert main(["mkdhcpserver", "--config", str(cfg), "--format", "kea", "--output", str(out)]) == 0
+    assert main(["mkdhcpserver", "--yes", "--config", str(cfg), "--format", "kea", "--output", str(out)]) == 0
     doc = json.loads(out.read_text())["Dhcp4"]
     first, second = doc["subnet4"]
     assert {r["hostname"] for r in first["reservations"]} == {"node07", "node08"}
@@ -124,7 +124,47 @@ def test_mkdhcpserver_kea_passes_kea_t(site, tmp_path):
 
 def test_mkdhcpserver_unwritable_output(site, tmp_path, capsys):
     cfg, _ = site()
-    code = main(["mkdhcpserver", "--config", str(cfg), "--output", str(tmp_path / "no" / "such" / "f")])
+    code = main(["mkdhcpserver", "--yes", "--config", str(cfg), "--output", str(tmp_path / "no" / "such" / "f")])
     assert code == 1                      # the write failed
     err = capsys.readouterr().err.strip()
     assert err.startswith("si mkdhcpserver: --output") and "\n" not in err
+
+
+def test_mkdhcpserver_asks_the_manuals_questions(site, tmp_path, monkeypatch):
+    """Example 11 with piped answers: Continue?, the ten questions (and the swallow), the values
+    shown back, a "no" to "Are you satisfied?" that asks again, the old file kept as
+    .beforesystemimager, and a config dhcpd accepts."""
+    import io
+    from types import SimpleNamespace
+
+    from appliance.commands import mkdhcpserver as command
+    from appliance.commands._dialogue import Dialogue
+    cfg, store = site()
+    out = tmp_path / "dhcpd.conf"
+    out.write_text("# the site's own config\n")
+    monkeypatch.setattr(command, "physical_interfaces", lambda: ["eno1", "eno2"])
+    first = ["mydomain.com", "", "", "10.77.0.120", "10.77.0.130", "10.77.0.200", "10.77.0.201", "", "",
+             "10.77.0.203", "african or european?"]
+    answers = ["y", *first, "n", "", "", "", "", "10.77.0.140", "", "", "", "", "", "", "y"]
+    said = io.StringIO()
+    args = SimpleNamespace(config=cfg, format="isc", output=out, by_address=False, yes=False, domain=None,
+                           network=None, netmask=None, pool=None, dns=None, gateway=None, image_server=None)
+    assert command.mkdhcpserver(args, Dialogue(io.StringIO("\n".join(answers) + "\n"), said)) == 0
+    text, transcript = out.read_text(), said.getvalue()
+    assert (tmp_path / "dhcpd.conf.beforesystemimager").read_text() == "# the site's own config\n"
+    assert transcript.count("Here are the values you have chosen:") == 2
+    assert "What is your netmask? [255.255.255.0]: " in transcript
+    assert "What is the ending IP address for your dhcp range? [10.77.0.130]: 10.77.0.140" in transcript
+    assert "Ahh, but seriously folks..." in transcript and "WARNING!: This machine has several" in transcript
+    assert 'domain-name "mydomain.com"' in text and "range 10.77.0.120 10.77.0.140;" in text
+    assert "10.77.0.200, 10.77.0.201" in text and "10.77.0.203" in text
+    if not shutil.which("dhcpd"):
+        pytest.fail("dhcpd (package isc-dhcp-server) is needed to check the export")
+    check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    # A wrong answer from a pipe stops it, and nothing is written.
+    out.write_text("# again\n")
+    bad = ["y", "mydomain.com", "10.77.0.0", "255.255.255.0", "not-an-address"]
+    with pytest.raises(command.CliError, match="--range: 'not-an-address' is not an IPv4 address"):
+        command.mkdhcpserver(args, Dialogue(io.StringIO("\n".join(bad) + "\n"), io.StringIO()))
+    assert out.read_text() == "# again\n"
