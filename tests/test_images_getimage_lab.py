@@ -121,10 +121,14 @@ def test_prepareclient_records_and_starts_its_daemon(env):
     # An existing mounted_filesystems is backed up, as the manual promises.
     (env.root / "etc/systemimager").mkdir(parents=True, exist_ok=True)
     (env.root / "etc/systemimager/mounted_filesystems").write_text("old\n")
+    run_dir = env.tmp / "gold-run"
     proc = env.lab.run(env.gold, sys.executable, str(SICLIENT), "prepareclient", "--root", str(env.root),
-                       "--server", APPL, "--yes", "--port", "1873", "--run-dir", str(env.tmp / "gold-run"),
-                       "--disk", env.loop, check=False)
+                       "--server", APPL, "--port", "1873", "--run-dir", str(run_dir),
+                       "--disk", env.loop, check=False, input="y\n")      # the manual's question, piped
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Prepare client for SystemImager? (y/[n]): y" in proc.stdout
+    assert f"run 'prepareclient --stop --run-dir {run_dir}' here." in proc.stdout, "the real run directory"
+    assert "under /run" not in proc.stdout, "this run directory is not under /run"
     m = re.search(r"One-time secret: (\S+)", proc.stdout)
     assert m, proc.stdout
     env.secret = m.group(1)

@@ -72,13 +72,30 @@ def run(cmd, check=False):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def answer(prompt, option):
+    """One line from standard input, a terminal or a pipe (the manual's questions can be answered
+    by `printf 'y\n' | ...`); the end of the input is a clear error naming the option instead."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not line:
+        sys.stdout.write("\n")
+        raise Fail("no answer to %r (standard input ended): pass %s" % (prompt.strip(), option))
+    if not sys.stdin.isatty():
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    return line.strip()
+
+
 def confirm(question, assume_yes):
     if assume_yes:
         return True
-    if not sys.stdin.isatty():
-        raise Fail("not running interactively: pass --yes to go ahead without the question")
-    answer = input("%s (y/[n]): " % question).strip().lower()
-    return answer in ("y", "yes")
+    while True:
+        reply = answer("%s (y/[n]): " % question, "--yes").lower()
+        if reply in ("", "n", "no", "y", "yes"):
+            return reply in ("y", "yes")
+        if not sys.stdin.isatty():
+            raise Fail("%r is not an answer to %r (y or n)" % (reply, question))
+        say("Please answer y or n.")
 
 
 def write_file(path, data, mode=0o644, backup=True):
@@ -364,9 +381,9 @@ def prepareclient(args):
     if not 1 <= args.port <= 65535:
         raise Fail("--port %d is outside 1-65535" % args.port)
     if not args.server:
-        if args.yes or not sys.stdin.isatty():
+        if args.yes:
             raise Fail("--server: name the image server (only it may pull this system)")
-        args.server = input("Image server's IP address: ").strip()
+        args.server = answer("Image server's IP address: ", "--server")
     if not _SAFE_HOST.match(args.server):
         raise Fail("--server %r is not a host name or IP address" % args.server)
     si_dir = os.path.join(root, SI_DIR)
@@ -381,12 +398,13 @@ golden client, such as the disk partitioning scheme(s).
 {si}/partitionschemes/disks.json     -- lsblk -J -b -O (sizes, labels, UUIDs, RAID/LVM)
 {si}/mounted_filesystems             -- copy of /proc/mounts
 {run}/rsyncd.conf  -- a temporary rsync daemon exporting {root} read-only
-                      as [root], to {server} only, with a one-time secret
-                      (under /run: it is gone after a reboot)
+                      as [root], to {server} only, with a one-time secret{gone}
 
 All modified files will be backed up with the {suffix}
 extension.
-""".format(si=si_dir, run=args.run_dir, root=root, server=args.server, suffix=BACKUP_SUFFIX))
+""".format(si=si_dir, run=args.run_dir, root=root, server=args.server, suffix=BACKUP_SUFFIX,
+           gone="\n                      (under /run: it is gone after a reboot)"
+           if os.path.realpath(args.run_dir).startswith("/run/") else ""))
     if not confirm("Prepare client for SystemImager?", args.yes):
         say("Nothing done.")
         return 1
@@ -403,9 +421,11 @@ One-time secret: {secret}   (also in {secret_file}, readable by root only)
 
 This client is ready to have its image retrieved. On the image server run:
   si getimage --golden-client {me} --image IMAGE_NAME --secret {secret}{port}
-When it is done, run 'prepareclient --stop' here (or reboot).""".format(
+When it is done, run 'prepareclient --stop{run_dir}' here{or_reboot}.""".format(
         pid=pid, port_n=args.port, server=args.server, secret=secret,
-        secret_file=daemon_files(args.run_dir)["secret"], me=me, port=port))
+        secret_file=daemon_files(args.run_dir)["secret"], me=me, port=port,
+        run_dir="" if args.run_dir == DEFAULT_RUN_DIR else " --run-dir %s" % args.run_dir,
+        or_reboot=" (or reboot)" if os.path.realpath(args.run_dir).startswith("/run/") else ""))
     return 0
 
 
