@@ -96,6 +96,35 @@ def test_reservation_and_hostname(store):
     assert opts(known.reply)[12] == b"node08" and IP("10.77.0.100") <= known.reply.yiaddr <= IP("10.77.0.199")
 
 
+@pytest.mark.parametrize("directory", ["store", "hot-path copy"])
+def test_installed_dynamic_dhcp_hosts_take_pool_addresses(store, directory):
+    """dynamic_dhcp: "a DHCP server will assign IP addresses dynamically to clients installed with
+    this image". While it installs the host has its own address (the autoinstall finds its name by
+    it); once installed it gets a pool address, and its own stays kept for it."""
+    from services.dhcp.hosts import HostDirectory
+    store.add_image_version("dyn", 1, "/x", ip_method="dynamic_dhcp")
+    store.add_image_version("fixed", 1, "/y", ip_method="static_dhcp")
+    store.upsert_host(Host("node07", mac=MAC, ip="10.77.0.7", image="dyn"))
+    store.upsert_host(Host("node08", mac="52:54:00:00:00:08", ip="10.77.0.8", image="fixed", netboot="local"))
+    cfg = make_cfg()
+    view = store if directory == "store" else HostDirectory(store)
+    fresh = lambda: (view.invalidate(), view.refresh()) if directory != "store" else None
+    fresh()
+    pol = Policy(cfg, view, LeaseBook(cfg.subnets))
+    installing, _ = dora(pol)
+    assert installing.reply.yiaddr == IP("10.77.0.7"), "installing: its own address"
+    store.set_netboot("node07", "local")
+    fresh()
+    pol = Policy(cfg, view, LeaseBook(cfg.subnets))
+    offer, ack = dora(pol)
+    assert IP("10.77.0.100") <= offer.reply.yiaddr <= IP("10.77.0.199") and ack.reason == "acked"
+    assert opts(offer.reply)[12] == b"node07", "still named"
+    static, _ = dora(pol, "52:54:00:00:00:08")
+    assert static.reply.yiaddr == IP("10.77.0.8"), "static_dhcp keeps its fixed address installed"
+    other, _ = dora(pol, "52:54:00:00:00:99")
+    assert other.reply.yiaddr not in (IP("10.77.0.7"), IP("10.77.0.8"))
+
+
 def test_reserved_address_never_given_to_others(store):
     store.upsert_host(Host("node07", mac="52:54:00:00:00:07", ip="10.77.0.100"))
     pol = policy(store)

@@ -33,6 +33,14 @@ class HostsMixin:
     def hosts(self) -> list[Host]:
         return [Host(**dict(r)) for r in self.query(f"SELECT {_COLUMNS} FROM hosts ORDER BY hostname")]
 
+    def dynamic_dhcp_images(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT name FROM images WHERE ip_method='dynamic_dhcp'")}
+
+    def floats(self, host: Host) -> bool:
+        """The DHCP Directory's question, answered from the database (the rule: services/dhcp/hosts.py)."""
+        from services.dhcp.hosts import floats
+        return floats(host, self.dynamic_dhcp_images())
+
     def set_netboot(self, hostname: str, netboot: str) -> bool:
         with self.tx() as db:
             cur = db.execute("UPDATE hosts SET netboot=?, updated=? WHERE hostname=?",

@@ -20,6 +20,7 @@ class HostDirectory:
         self.store = store
         self.by_mac: dict[str, Host] = {}
         self.by_ip: dict[str, Host] = {}
+        self.dynamic_images: set[str] = set()
         self._version: int | None = None
         self._dirty = True
         self._checked = 0.0
@@ -39,6 +40,7 @@ class HostDirectory:
         hosts = self.store.hosts()
         self.by_mac = {h.mac: h for h in hosts if h.mac}
         self.by_ip = {h.ip: h for h in hosts if h.ip}
+        self.dynamic_images = self.store.dynamic_dhcp_images()
         self._version = version
         self._dirty = False
 
@@ -47,3 +49,12 @@ class HostDirectory:
 
     def host_by_ip(self, ip: str) -> Host | None:
         return self.by_ip.get(ip)
+
+    def floats(self, host: Host) -> bool:
+        return floats(host, self.dynamic_images)
+
+
+def floats(host: Host, dynamic_images: set[str]) -> bool:
+    """An installed host of a dynamic_dhcp image takes pool addresses; while it installs (its
+    next boot autoinstalls) it has its own, which the autoinstall finds its name by."""
+    return host.netboot == "local" and host.image in dynamic_images

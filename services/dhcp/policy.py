@@ -45,6 +45,8 @@ REASONS = (
 class Directory(Protocol):
     def host_by_mac(self, mac: str) -> Host | None: ...
     def host_by_ip(self, ip: str) -> Host | None: ...
+    # Whether the host takes a pool address although it has one of its own (hosts.floats).
+    def floats(self, host: Host) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -296,8 +298,10 @@ class Policy:
         return any(first <= n <= last for first, last in self._pool_ranges[id(subnet)])
 
     def _reservation(self, host: Host | None, subnet: SubnetConfig) -> IPv4Address | None:
-        """The host's fixed address on this subnet; one no client may have counts as none."""
-        if host is None or not host.ip:
+        """The host's fixed address on this subnet; one no client may have counts as none, and so
+        does an installed dynamic_dhcp host's (the manual's "may be assigned a different address
+        each time")."""
+        if host is None or not host.ip or self.dir.floats(host):
             return None
         try:
             ip = IPv4Address(host.ip)
