@@ -87,3 +87,33 @@ def build_iso(spec: MediaSpec) -> Path:
             raise MediaError(f"grub-mkrescue failed: {out.stderr.strip().splitlines()[-1:]}")
         partial.rename(spec.output)  # never leave a half-written medium under the real name
     return spec.output
+
+
+CONFIG_STICK_KIB = 1440     # the manual's diskette; any stick takes it, and it is quick to dd
+
+
+def build_config_stick(local_cfg: Path, output: Path) -> Path:
+    """A small FAT image holding only local.cfg, the USB counterpart of the manual's
+    mkautoinstalldiskette: the autoinstall reads local.cfg from removable media and it
+    overrides DHCP and a local.cfg on the hard disk."""
+    try:
+        require("mformat", "mcopy")
+    except MissingProgram as exc:
+        raise MediaError(str(exc)) from None
+    if not local_cfg.is_file():
+        raise MediaError(f"local.cfg {local_cfg} not found")
+    if local_cfg.stat().st_size > 64 * 1024:
+        raise MediaError(f"local.cfg {local_cfg} is {local_cfg.stat().st_size} bytes: not a local.cfg")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    partial.unlink(missing_ok=True)
+    with open(partial, "wb") as f:
+        f.truncate(CONFIG_STICK_KIB * 1024)
+    for cmd in (["mformat", "-i", str(partial), "-v", "SI_CONFIG", "::"],
+                ["mcopy", "-i", str(partial), str(local_cfg), "::local.cfg"]):
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise MediaError(f"{cmd[0]} failed: {out.stderr.strip().splitlines()[-1:]}")
+    partial.rename(output)
+    return output

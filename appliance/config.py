@@ -66,6 +66,7 @@ class DhcpConfig:
     answer_router_solicitations: bool = True   # "no router here": PXE firmware stops waiting for IPv6
     ping_timeout: float = 0.5     # ping a new pool address this long before offering it; 0: never
     uefi_loader: str = "shim"     # UEFI first stage: "shim" (signed: Secure Boot on or off), "ipxe", "syslinux"
+    in_order: bool = False        # an unknown PXE machine becomes the next host waiting for a MAC
 
 
 @dataclass(frozen=True)
@@ -316,8 +317,8 @@ def parse(data: dict, source: Path | None = None) -> Config:
             raise ConfigError(f"allow_clients[{i}]: {exc}") from None
 
     dhcp_t = _take(data, "dhcp", "", dict, {})
-    _check_keys(dhcp_t, {"mode", "enrol", "site_option", "probe_seconds", "port", "loader", "uefi_loader",
-                         "answer_router_solicitations", "ping_timeout"}, "dhcp.")
+    _check_keys(dhcp_t, {"mode", "enrol", "in_order", "site_option", "probe_seconds", "port", "loader",
+                         "uefi_loader", "answer_router_solicitations", "ping_timeout"}, "dhcp.")
     mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
     if mode not in ("server", "proxy"):
         raise ConfigError(f"dhcp.mode: {mode!r} is not 'server' or 'proxy'")
@@ -335,7 +336,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
     uefi_loader = _take(dhcp_t, "uefi_loader", "dhcp.", str, "syslinux" if dhcp.loader == "pxelinux" else "shim")
     if uefi_loader not in bootloaders.UEFI_CHOICES:
         raise ConfigError(f"dhcp.uefi_loader: {uefi_loader!r} is not one of {', '.join(bootloaders.UEFI_CHOICES)}")
-    dhcp = replace(dhcp, uefi_loader=uefi_loader)
+    dhcp = replace(dhcp, uefi_loader=uefi_loader, in_order=_take(dhcp_t, "in_order", "dhcp.", bool, False))
     if dhcp.probe_seconds < 0:
         raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
     if not 0 <= dhcp.ping_timeout <= 10:
@@ -448,6 +449,9 @@ lease_time = 3600              # seconds
 [dhcp]
 mode = "server"                # "proxy": answer PXE only, another server assigns addresses
 enrol = false                  # true: unknown MACs are recorded (never installed unasked)
+in_order = false               # true: the manual's "addclients, boot them in the order you want":
+                               # an unknown machine that PXE-boots becomes the first host (in name
+                               # order) with an address and no MAC yet, and installs as it
 site_option = 224              # image-server hint also sent under this code (224-254)
 probe_seconds = 4              # look for a rogue DHCP server before serving
 loader = "ipxe"                # BIOS: "ipxe" (kernel/initrd over HTTP) or "pxelinux" (all over TFTP)

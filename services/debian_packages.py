@@ -38,7 +38,7 @@ PROGRAMS: dict[str, str] = {
     "grub-mkimage": "grub-common", "grub-mkrescue": "grub-common", "grub-editenv": "grub-common",
     "grub-probe": "grub-common", "grub-mkrelpath": "grub-common",
     "grub-install": "grub2-common",
-    "xorriso": "xorriso", "mformat": "mtools",
+    "xorriso": "xorriso", "mformat": "mtools", "mcopy": "mtools", "mtype": "mtools",
     "ssh": "openssh-client", "ssh-keygen": "openssh-client",
     "apt-get": "apt", "apt-cache": "apt",
     "dpkg": "dpkg", "dpkg-deb": "dpkg", "dpkg-query": "dpkg",

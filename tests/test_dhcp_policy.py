@@ -27,7 +27,7 @@ def make_cfg(**over):
                         "gateway": "10.88.0.1"}],
             "dhcp": {}}
     for key, value in over.items():
-        if key in ("mode", "enrol", "loader", "uefi_loader", "site_option"):
+        if key in ("mode", "enrol", "in_order", "loader", "uefi_loader", "site_option"):
             data["dhcp"][key] = value
         else:
             data[key] = value
@@ -406,3 +406,40 @@ def test_proxy_mode(store):
                              port=PROXY_PORT, source=("10.77.0.150", 68)))
     assert ack.reason == "proxy_acked" and ack.dest == ("10.77.0.150", 68)
     assert ack.reply.file.decode() == SCRIPT and ack.reply.yiaddr == IP(0)
+
+
+@pytest.mark.parametrize("directory", ["store", "hot-path copy"])
+def test_in_order_machines_become_the_waiting_hosts(store, directory):
+    """Manual 13.16: addclients, then boot the machines in the order you want. With dhcp.in_order
+    each unknown PXE machine becomes the next host (in name order) that has an address and no MAC:
+    its offer carries that host's address and name, and the bound lease records the MAC."""
+    from services.dhcp.hosts import HostDirectory
+    for name, ip in (("node10", "10.77.0.20"), ("node2", "10.77.0.12"), ("node1", "10.77.0.11")):
+        store.upsert_host(Host(name, ip=ip, image="img"))
+    store.upsert_host(Host("other", ip="10.77.0.30"))
+    view = store if directory == "store" else HostDirectory(store)
+    if directory != "store":
+        view.refresh()
+    pol = policy(store, in_order=True)
+    pol.dir = view
+    first_offer = pol.decide(Arrival(req(P.DISCOVER, "52:54:00:00:01:01", options=PXE_BIOS)))
+    second_offer = pol.decide(Arrival(req(P.DISCOVER, "52:54:00:00:01:02", options=PXE_BIOS)))
+    assert first_offer.reply.yiaddr == IP("10.77.0.11") and opts(first_offer.reply)[12] == b"node1"
+    assert second_offer.reply.yiaddr == IP("10.77.0.12"), "the first one's offer holds node1"
+    assert first_offer.enrol is None, "an offer records nothing"
+    # The second machine asks first: each still becomes the host it was offered.
+    ack2 = pol.decide(Arrival(req(P.REQUEST, "52:54:00:00:01:02", options=PXE_BIOS + [
+        (54, SERVER.packed), (50, IP("10.77.0.12").packed)])))
+    ack1 = pol.decide(Arrival(req(P.REQUEST, "52:54:00:00:01:01", options=PXE_BIOS + [
+        (54, SERVER.packed), (50, IP("10.77.0.11").packed)])))
+    assert (ack1.reason, ack1.enrol.hostname, ack1.enrol.mac) == ("acked", "node1", "52:54:00:00:01:01")
+    assert (ack2.enrol.hostname, ack2.enrol.ip, ack2.enrol.image) == ("node2", "10.77.0.12", "img")
+    # A machine that is not PXE-booting (a laptop on the network) takes no host.
+    laptop, _ = dora(pol, "52:54:00:00:01:03")
+    assert IP("10.77.0.100") <= laptop.reply.yiaddr <= IP("10.77.0.199") and 12 not in opts(laptop.reply)
+
+
+def test_without_in_order_unknown_machines_take_no_host(store):
+    store.upsert_host(Host("node1", ip="10.77.0.11", image="img"))
+    offer, ack = dora(policy(store), "52:54:00:00:01:01", extra=PXE_BIOS)
+    assert offer.reply.yiaddr != IP("10.77.0.11") and ack.enrol is None

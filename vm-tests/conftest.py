@@ -93,6 +93,16 @@ def fleet_install_lab(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def manual_lab(request, tmp_path_factory):
+    """An appliance in the manual's boot-in-order mode (dhcp.in_order), with a static_dhcp and a
+    dynamic_dhcp capture of the golden client."""
+    with running_lab(request, tmp_path_factory, dhcp={"in_order": True}) as ilab:
+        ilab.capture("golden_v1", ip_assignment="static_dhcp")
+        ilab.capture("golden_dyn", ip_assignment="dynamic_dhcp")
+        yield ilab
+
+
+@pytest.fixture(scope="module")
 def debian_lab(request, tmp_path_factory):
     """One appliance with an image of the Debian golden client (golden_debian.py) captured."""
     with running_lab(request, tmp_path_factory, golden="debian") as ilab:

@@ -39,7 +39,8 @@ lease_time = {{ lease_time }}
 probe_seconds = {{ probe_seconds }}
 loader = "{{ loader }}"
 uefi_loader = "{{ uefi_loader }}"
-
+{% for key, value in dhcp.items() %}{{ key }} = {{ value | toml }}
+{% endfor %}
 [http]
 port = {{ http_port }}
 {% if fleet %}
@@ -55,9 +56,11 @@ def lab_toml(state: Path, *, interface: str = "br0", address: str = "10.77.0.1",
              domain: str = "lab.example",
              services: tuple[str, ...] = ("dhcp", "tftp", "dns", "http", "rsyncd", "fleet"),
              http_port: int = 8080, lease_time: int = 600, probe_seconds: float = 1,
-             loader: str = "ipxe", uefi_loader: str = "shim", fleet: dict | None = None) -> str:
+             loader: str = "ipxe", uefi_loader: str = "shim", fleet: dict | None = None,
+             dhcp: dict | None = None) -> str:
     from appliance.config import SERVICE_NAMES
     return _TEMPLATE.render(interface=interface, address=address, network=network, pool=pool,
                             domain=domain, services=services, all_services=SERVICE_NAMES,
                             http_port=http_port, lease_time=lease_time, probe_seconds=probe_seconds,
-                            loader=loader, uefi_loader=uefi_loader, state=state, fleet=fleet or {})
+                            loader=loader, uefi_loader=uefi_loader, state=state, fleet=fleet or {},
+                            dhcp=dhcp or {})

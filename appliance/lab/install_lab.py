@@ -39,6 +39,7 @@ class InstallLab:
     uefi_loader: str = "shim"
     golden: str = "small"      # "small": golden.py's busybox system; "debian": golden_debian.py's
     fleet: dict | None = None  # the appliance's [fleet] table (transports per image or group)
+    dhcp: dict | None = None   # more of the appliance's [dhcp] table (e.g. in_order)
     appliance: Appliance | None = None
     golden_ns: str | None = None
     golden_root: Path | None = None    # the golden client's mounted root (change it, capture again)
@@ -50,7 +51,7 @@ class InstallLab:
     def up(self) -> dict:
         t = time.time()
         self.appliance = start_appliance(self.lab, self.workdir, loader=self.loader,
-                                         uefi_loader=self.uefi_loader, fleet=self.fleet)
+                                         uefi_loader=self.uefi_loader, fleet=self.fleet, dhcp=self.dhcp)
         # Outside the namespaces: building the boot image may download Debian
         # packages, and the lab's namespaces have no route to a mirror.
         run_checked([*SI, "mkbootimage", "--config", str(self.appliance.config)], timeout=900)

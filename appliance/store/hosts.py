@@ -41,6 +41,11 @@ class HostsMixin:
         from services.dhcp.hosts import floats
         return floats(host, self.dynamic_dhcp_images())
 
+    def waiting(self) -> list[Host]:
+        """The DHCP Directory's hosts waiting for a MAC (the rule: services/dhcp/hosts.waiting)."""
+        from services.dhcp.hosts import waiting
+        return waiting(self.hosts())
+
     def set_netboot(self, hostname: str, netboot: str) -> bool:
         with self.tx() as db:
             cur = db.execute("UPDATE hosts SET netboot=?, updated=? WHERE hostname=?",

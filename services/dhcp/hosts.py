@@ -7,7 +7,9 @@ process says hosts changed (Context.changed("hosts")).
 """
 from __future__ import annotations
 
+import re
 import time
+from ipaddress import IPv4Address
 
 from appliance.store import Store
 from appliance.store.records import Host
@@ -21,6 +23,7 @@ class HostDirectory:
         self.by_mac: dict[str, Host] = {}
         self.by_ip: dict[str, Host] = {}
         self.dynamic_images: set[str] = set()
+        self._waiting: list[Host] = []
         self._version: int | None = None
         self._dirty = True
         self._checked = 0.0
@@ -41,6 +44,7 @@ class HostDirectory:
         self.by_mac = {h.mac: h for h in hosts if h.mac}
         self.by_ip = {h.ip: h for h in hosts if h.ip}
         self.dynamic_images = self.store.dynamic_dhcp_images()
+        self._waiting = waiting(hosts)
         self._version = version
         self._dirty = False
 
@@ -53,8 +57,24 @@ class HostDirectory:
     def floats(self, host: Host) -> bool:
         return floats(host, self.dynamic_images)
 
+    def waiting(self) -> list[Host]:
+        return self._waiting
+
 
 def floats(host: Host, dynamic_images: set[str]) -> bool:
     """An installed host of a dynamic_dhcp image takes pool addresses; while it installs (its
     next boot autoinstalls) it has its own, which the autoinstall finds its name by."""
     return host.netboot == "local" and host.image in dynamic_images
+
+
+def waiting(hosts: list[Host]) -> list[Host]:
+    """Hosts with a usable address and no MAC, in name order with numbers as numbers (node2
+    before node10): the order the manual's user boots them in (dhcp.in_order)."""
+    def usable(h: Host) -> bool:
+        try:
+            IPv4Address(h.ip)
+            return True
+        except ValueError:
+            return False
+    key = lambda h: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", h.hostname)]
+    return sorted((h for h in hosts if h.ip and not h.mac and usable(h)), key=key)

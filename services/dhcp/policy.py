@@ -8,7 +8,7 @@ and the binding the server must make durable before the reply leaves.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Callable, Protocol
 
@@ -47,6 +47,8 @@ class Directory(Protocol):
     def host_by_ip(self, ip: str) -> Host | None: ...
     # Whether the host takes a pool address although it has one of its own (hosts.floats).
     def floats(self, host: Host) -> bool: ...
+    # Hosts with an address and no MAC, in name order (node2 before node10): dhcp.in_order.
+    def waiting(self) -> list[Host]: ...
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ class Policy:
         if pkt.htype != 1 or len(pkt.chaddr) != 6:
             return _drop("dropped_not_ethernet")
         host = self.dir.host_by_mac(pkt.mac)
+        claimed = None
+        if host is None and self.cfg.dhcp.in_order and boot.is_pxe(pkt):
+            host = claimed = self._claim(pkt, now)
         if self.proxy:
             return self._proxy(arrival, host)
         if arrival.port == PROXY_PORT:
@@ -126,7 +131,10 @@ class Policy:
         if mtype == P.DISCOVER:
             return self._discover(pkt, subnet, host, now)
         if mtype == P.REQUEST:
-            return self._request(pkt, subnet, host, now)
+            decision = self._request(pkt, subnet, host, now)
+            if claimed is not None and decision.binding is not None:
+                decision.enrol = claimed          # bound: the host has its MAC from now on
+            return decision
         if mtype == P.RELEASE:
             return self._release(pkt, now)
         if mtype == P.DECLINE:
@@ -332,6 +340,16 @@ class Policy:
 
     def _lease_name(self, pkt: P.Packet, host: Host | None) -> str | None:
         return host.hostname if host is not None else sanitise(pkt.get(P.OPT_HOSTNAME))
+
+    def _claim(self, pkt: P.Packet, now: float) -> Host | None:
+        """dhcp.in_order: the waiting host this unknown machine becomes, with its MAC. The one it
+        was offered comes first; then the first whose address no other machine holds."""
+        current = self.book.for_mac(pkt.mac)
+        waiting = [h for h in self.dir.waiting() if self._subnet_of(IPv4Address(h.ip)) is not None]
+        mine = next((h for h in waiting if current is not None and h.ip == str(current.ip)), None)
+        free = next((h for h in waiting if self.book.available(IPv4Address(h.ip), pkt.mac, now)), None)
+        chosen = mine or free
+        return replace(chosen, mac=pkt.mac) if chosen is not None else None
 
     def _enrol(self, pkt: P.Packet, host: Host | None) -> Host | None:
         if host is not None or not self.cfg.dhcp.enrol:

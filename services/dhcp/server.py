@@ -260,10 +260,18 @@ class DhcpService(Service):
             self._send(decision, sock)
 
     def _enrol(self, decision: Decision) -> bool:
+        """Record an unknown MAC (dhcp.enrol), or the MAC of the waiting host it became (dhcp.in_order)."""
+        host = decision.enrol
         try:
-            if self.ctx.store.host_by_mac(decision.enrol.mac) is None:
-                self.ctx.store.upsert_host(decision.enrol)
+            existing = self.ctx.store.host(host.hostname)
+            if self.ctx.store.host_by_mac(host.mac) is None and (existing is None or not existing.mac):
+                self.ctx.store.upsert_host(host)
                 self.counters["enrolled"] += 1
+                if existing is not None:
+                    self.log.info("%s: is %s from now on, the next machine to boot (dhcp.in_order)",
+                                  host.hostname, host.mac)
+                    self.ctx.store.event("dhcp", "claimed", f"{host.mac} booted next: it is {host.hostname}",
+                                         host=host.hostname)
                 return True
         except Exception:
             self.log.exception("could not enrol %s", decision.enrol.mac)
