@@ -27,6 +27,7 @@ from appliance.store.records import Host
 from autoinstall_helpers import MIB, make_image, need, sfdisk_dump, write_stubs
 
 SERVER, CLIENT = "10.93.0.1", "10.93.0.10"
+SICLIENT = Path(__file__).resolve().parents[1] / "appliance" / "client" / "siclient.py"
 XFS_UUID = "5f0e9d6a-0000-4000-8000-000000000001"
 CHANGED = {"etc/fstab", "etc/hostname", "etc/hosts", "etc/network/interfaces",
            "etc/systemd/network/10-systemimager.network", "boot/grub/grub.cfg",
@@ -62,6 +63,7 @@ def golden_image(tmp: Path) -> Path:
         # Debian golden lacked boot/efi): rsync --delete must leave the mount point alone.
         files={"boot/vmlinuz-6.1": "kernel\n" * 1000, "var/lib/state": "v\n",
                "usr/bin/tool": "#!/bin/sh\necho tool\n", "home/user/notes": "n\n",
+               "usr/bin/python3": "#!/bin/sh\n",     # the client tools need it: they are installed
                # The image's e2fsprogs "knows" no metadata_csum: the new file systems must not have it.
                "etc/mke2fs.conf": "[defaults]\n\tbase_features = sparse_super,large_file,filetype,"
                                   "resize_inode,dir_index,ext_attr\n\tinode_size = 256\n[fs_types]\n"
@@ -73,6 +75,7 @@ def golden_image(tmp: Path) -> Path:
     os.link(big, root / "usr/share/big-hardlink.bin")
     os.symlink("tool", root / "usr/bin/tool-link")
     os.chmod(root / "usr/bin/tool", 0o4755)
+    os.chmod(root / "usr/bin/python3", 0o755)
     os.chown(root / "home/user/notes", 1234, 2345)
     os.chown(root / "home/user", 1234, 2345)
     os.setxattr(root / "usr/bin/tool", "user.si-test", b"kept")
@@ -205,8 +208,15 @@ def test_master_script_installs_onto_loop_disks(rig):
     diff = subprocess.run(["rsync", "-naHAXc", "--numeric-ids", "--delete", "--itemize-changes",
                            "--exclude=lost+found", f"{image}/", f"{mnt}/"], capture_output=True, text=True)
     changed = {line.split(" ", 1)[1].strip() for line in diff.stdout.splitlines() if line.strip()}
-    assert changed <= CHANGED | {"etc/", "etc/network/", "etc/systemd/network/", "boot/", "boot/grub/",
-                                 "srv/"}, diff.stdout   # the mount point the image lacks
+    tools = {"usr/local/", "usr/local/sbin/", "usr/local/lib/", "usr/local/lib/systemimager/",
+             "usr/local/sbin/updateclient", "usr/local/sbin/prepareclient",
+             "usr/local/lib/systemimager/siclient.py"}       # the client tools the install adds
+    assert changed <= CHANGED | tools | {"etc/", "etc/network/", "etc/systemd/network/", "boot/", "boot/grub/",
+                                         "srv/", "usr/"}, diff.stdout   # srv/: the mount point the image lacks
+    # updateclient on the PATH of the installed system (the manual's Example 13 fetched it).
+    assert os.readlink(mnt / "usr/local/sbin/updateclient") == "../lib/systemimager/siclient.py"
+    assert (mnt / "usr/local/lib/systemimager/siclient.py").read_bytes() == SICLIENT.read_bytes()
+    assert os.access(mnt / "usr/local/lib/systemimager/siclient.py", os.X_OK)
     assert os.getxattr(mnt / "usr/bin/tool", "user.si-test") == b"kept"
     assert os.stat(mnt / "usr/share/big.bin").st_ino == os.stat(mnt / "usr/share/big-hardlink.bin").st_ino
     assert os.stat(mnt / "home/user/notes").st_uid == 1234

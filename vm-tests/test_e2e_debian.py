@@ -113,16 +113,16 @@ StandardOutput=journal+console
 [Install]
 WantedBy=multi-user.target
 """
-# The manual's Example 14 on the machine itself: fetch the client tools from the image
-# server, updateclient --autoinstall with local.cfg from the live interface, reboot.
+# The manual's Example 14 on the machine itself: updateclient --autoinstall (on the PATH since
+# the install) with local.cfg from the live interface, then reboot.
 REDEPLOY_SCRIPT = """\
 #!/bin/sh
 set -e
 rm -f /etc/systemd/system/multi-user.target.wants/si-lab-redeploy.service
 iface=$(ip -4 -o route show default | awk '{print $5; exit}')
-python3 -c 'import sys, urllib.request; open(sys.argv[2], "wb").write(urllib.request.urlopen(sys.argv[1]).read())' \\
-    http://10.77.0.1:8080/client/siclient.py /usr/local/sbin/siclient.py
-python3 /usr/local/sbin/siclient.py updateclient --autoinstall --server 10.77.0.1 --configure-from "$iface" --yes
+# The install put updateclient on the PATH (the manual fetched it by hand).
+command -v updateclient || { echo "SI-REDEPLOY-NO-UPDATECLIENT"; exit 1; }
+updateclient --autoinstall --server 10.77.0.1 --configure-from "$iface" --yes
 echo "SI-REDEPLOY-REBOOTING from $iface"
 systemctl reboot
 """

@@ -474,6 +474,9 @@ DEFAULT_UPDATE_EXCLUDES = """\
 /boot/grub/custom.cfg
 /boot/efi/
 /boot/systemimager/
+/usr/local/lib/systemimager/
+/usr/local/sbin/updateclient
+/usr/local/sbin/prepareclient
 /local.cfg
 """
 _IMAGE_SPEC = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.+-]{0,63})(?::(\d+))?$")
