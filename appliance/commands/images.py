@@ -43,6 +43,16 @@ def register(sub) -> None:
     q.add_argument("--as", dest="as_name", metavar="NAME", help="under this name (default: the exported one)")
 
 
+def _open_ref(args):
+    """(config, store, name, version) for an action on NAME[:N] of an image that exists."""
+    cfg = load_config(args)
+    store = open_store(cfg)
+    name, version = _wrap(lambda: parse_ref(args.ref))
+    if store.image(name) is None:
+        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    return cfg, store, name, version
+
+
 def _wrap(func):
     try:
         return func()
@@ -174,11 +184,7 @@ def delete(args) -> int:
 
 
 def chroot(args) -> int:
-    cfg = load_config(args)
-    store = open_store(cfg)
-    name, version = _wrap(lambda: parse_ref(args.ref))
-    if store.image(name) is None:
-        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    cfg, store, name, version = _open_ref(args)
     path = _wrap(lambda: ImageStore(cfg, store).path_of(name, version))
     command = args.run or ["/bin/sh"]
     if not (path / command[0].lstrip("/")).exists() and not args.run:
@@ -233,11 +239,7 @@ def rename(args) -> int:
 
 def copy(args) -> int:
     from ..image_moves import copy as copy_image
-    cfg = load_config(args)
-    store = open_store(cfg)
-    name, version = _wrap(lambda: parse_ref(args.ref))
-    if store.image(name) is None:
-        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    cfg, store, name, version = _open_ref(args)
     made = _wrap(lambda: copy_image(cfg, store, name, version, args.new))
     engine.refresh_daemon(cfg, store)
     store.event("images", "copy", f"{args.ref} -> {ref(args.new, made)}")
@@ -248,11 +250,7 @@ def copy(args) -> int:
 
 def export(args) -> int:
     from ..image_moves import export as export_image
-    cfg = load_config(args)
-    store = open_store(cfg)
-    name, version = _wrap(lambda: parse_ref(args.ref))
-    if store.image(name) is None:
-        raise OperationFailed(f"image {name}: no such image (see 'si images list')")
+    cfg, store, name, version = _open_ref(args)
     if args.output.is_dir():
         raise CliError(f"--output: {args.output} is a directory; name the file to write")
     try:

@@ -10,14 +10,19 @@ from ._common import OperationFailed, add_config_arg, load_config
 def register(sub) -> None:
     p = sub.add_parser("mkautoinstallcd",
                        help="make a hybrid BIOS/UEFI autoinstall ISO (also dd-able to a USB stick)")
+    add_media_args(p, "the ISO to write")
+    p.set_defaults(func=mkautoinstallcd)
+
+
+def add_media_args(p, out_help: str) -> None:
+    """What an autoinstall medium takes (this command's and mkautoinstallusb's)."""
     add_config_arg(p)
-    p.add_argument("--out-file", "-o", type=Path, required=True, help="the ISO to write")
+    p.add_argument("--out-file", "-o", type=Path, required=True, help=out_help)
     p.add_argument("--local-cfg", type=Path, help="put this local.cfg on the medium (overrides DHCP)")
     p.add_argument("--kernel", type=Path, help="default: <boot root>/systemimager/kernel")
     p.add_argument("--initrd", type=Path, help="default: <boot root>/systemimager/initrd.img")
     p.add_argument("--append", default="", help="extra kernel command line")
     p.add_argument("--serial", metavar="TTY", help="serial console, e.g. ttyS0,115200n8")
-    p.set_defaults(func=mkautoinstallcd)
 
 
 def mkautoinstallcd(args) -> int:
