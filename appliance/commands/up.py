@@ -58,6 +58,9 @@ def up(args) -> int:
     def started(status: dict) -> None:
         print_status(status)
         log.info("serving; SIGHUP reloads %s, SIGTERM stops", ctx.config.source)
+        if "http" in ctx.config.services:
+            log.info("web console: http://%s:%d/ ('si console url' opens it with the operator token)",
+                     ctx.config.address, ctx.config.http.port)
 
     asyncio.run(supervisor.run_until_signalled(started))
     log.info("stopped")
