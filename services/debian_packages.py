@@ -33,7 +33,7 @@ PROGRAMS: dict[str, str] = {
     "lsblk": "util-linux", "blkid": "util-linux", "partx": "util-linux", "unshare": "util-linux",
     "losetup": "mount", "mount": "mount", "umount": "mount",
     "mkfs.ext4": "e2fsprogs", "mke2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs",
-    "mkfs.vfat": "dosfstools",
+    "mkfs.vfat": "dosfstools", "fsck.fat": "dosfstools",
     "getfacl": "acl", "setfacl": "acl",
     "grub-mkimage": "grub-common", "grub-mkrescue": "grub-common", "grub-editenv": "grub-common",
     "grub-probe": "grub-common", "grub-mkrelpath": "grub-common",

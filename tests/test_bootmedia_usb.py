@@ -20,14 +20,9 @@ def test_a_local_cfg_stick_carries_the_file(tmp_path, capsys):
     assert "dd if=" in capsys.readouterr().out and out.stat().st_size == 1440 * 1024
     read = subprocess.run(["mtype", "-i", str(out), "::local.cfg"], capture_output=True, text=True, check=True)
     assert read.stdout == LOCAL_CFG
-    # As the autoinstall reads it: a read-only vfat mount.
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-o", "loop,ro", "-t", "vfat", str(out), str(mnt)], check=True)
-    try:
-        assert (mnt / "local.cfg").read_text() == LOCAL_CFG
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+    # A file system the autoinstall's kernel mounts: fsck.fat finds nothing to fix.
+    check = subprocess.run(["fsck.fat", "-n", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_config_only_needs_a_local_cfg(tmp_path, capsys):
