@@ -84,22 +84,36 @@ def browser(name: str, netns: str | None = None):
 
 
 def wait_until(driver, condition, what: str, seconds: float = WAIT):
-    """condition(driver) true within seconds, else a failure that says what was awaited."""
-    from selenium.common.exceptions import TimeoutException
+    """condition(driver) true within seconds, else a failure that says what was awaited.
+
+    The console replaces a host's row whenever it changes, so an element found a moment ago
+    may be gone: that is asked again, as a user would look again."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
     try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.2).until(condition)
+        return WebDriverWait(driver, seconds, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(condition)
     except TimeoutException:
         raise AssertionError(f"not within {seconds:.0f} s in the console: {what}") from None
 
 
 def host_state(driver, hostname: str) -> str | None:
-    rows = driver.find_elements("css selector", f'#host-rows tr[data-host="{hostname}"]')
-    return rows[0].get_attribute("data-state") if rows else None
+    """The state the hosts table shows, read in one step (the row may be replaced at any time)."""
+    return driver.execute_script(
+        "const r = document.querySelector(`#host-rows tr[data-host=\"${arguments[0]}\"]`);"
+        " return r ? r.dataset.state : null;", hostname)
 
 
-def click(driver, css: str) -> None:
-    driver.find_element("css selector", css).click()
+def click(driver, css: str, tries: int = 5) -> None:
+    """Click what css finds; a row replaced between finding and clicking is found again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    for attempt in range(tries):
+        try:
+            driver.find_element("css selector", css).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == tries - 1:
+                raise
 
 
 def flash(driver) -> str:
