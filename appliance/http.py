@@ -22,6 +22,7 @@ from .console.routes import add_routes as console_routes
 from .fleet.routes import add_routes as fleet_routes
 from .http_guard import Guard, GuardedSite
 from .service import Context, Endpoint, Health, Service
+from .store.installs import SUMMARY_TAIL
 
 log = logging.getLogger("si.http")
 
@@ -70,7 +71,7 @@ def build_app(ctx: Context, counters: dict[str, int] | None = None) -> web.Appli
 
     async def installs(request):
         # Without logs: a run's log is /api/installs/{host} (and its stream), not part of every poll.
-        return _json([console_views.install_summary(r) for r in store.installs()])
+        return _json([console_views.install_summary(r) for r in store.installs(tail=SUMMARY_TAIL)])
 
     async def monitor_page(request):
         raise web.HTTPFound("/#installs")     # the console has the installs table now

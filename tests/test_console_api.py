@@ -109,8 +109,11 @@ def test_an_install_log_is_read_from_an_offset(server):
     assert get(server, "/api/installs/node1?offset=999")[1]["log"] == "partitioning\nrsync\n", \
         "an offset past the end starts over"
     assert get(server, "/api/installs/node1?offset=x")[0] == 400
+    store.update_install(run, log_append="x" * 5000 + "\nlast words\n")
     listed = get(server, "/api/installs")[1]
     assert listed[0]["hostname"] == "node1" and "log" not in listed[0], "the list carries no logs"
+    # The list reads only each log's tail, yet says the whole size and the last line.
+    assert (listed[0]["log_size"], listed[0]["last_line"]) == (19 + 5000 + 12, "last words")
 
 
 def test_images_say_their_versions_and_users(server):

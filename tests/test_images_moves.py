@@ -15,6 +15,7 @@ from appliance.images import ImageStore
 from appliance.lab.configs import lab_toml
 from appliance.store import Store
 from appliance.store.records import Host
+from services.rsyncd.render import conf_path
 from images_tree import build_golden_tree, diff, snapshot
 
 
@@ -109,7 +110,7 @@ def test_rename_moves_versions_hosts_and_links(site, capsys):
     assert not (cfg.images_dir / "web").is_symlink()
     assert os.readlink(cfg.scripts_dir / "node1.sh") == "compute.master"
     assert (cfg.scripts_dir / "compute.master").exists() and not (cfg.scripts_dir / "web.master").exists()
-    assert "compute" in (cfg.state_dir / "rsyncd.conf").read_text() if (cfg.state_dir / "rsyncd.conf").exists() \
-        else True
+    modules = conf_path(cfg).read_text()
+    assert "[compute]" in modules and "[web]" not in modules, "the rsync daemon serves the new name"
     assert si(cfg_path, "images", "rename", "web", "x") == 2, "no image web any more"
     assert si(cfg_path, "images", "rename", "compute", "../x") == 2

@@ -38,9 +38,6 @@ def _number(dialogue: Dialogue, question: str, option: str) -> int:
     return int(dialogue.ask(question, "", option, check))
 
 
-SKIPPED = object()      # a section the user declined: nothing of it is written
-
-
 def _intro(dialogue: Dialogue, scripts_dir: Path, etc_hosts: Path) -> None:
     dialogue.say('Welcome to the SystemImager "addclients" utility')
     dialogue.say("-" * 48)
@@ -77,13 +74,14 @@ def _section1(dialogue: Dialogue, args, cfg) -> list[str]:
             return names
 
 
-def _section2(dialogue: Dialogue, args, cfg, store, names: list[str]):
+def _section2(dialogue: Dialogue, args, cfg, store, names: list[str]) -> str | None:
+    """The image whose master script the hosts link to; None: declined (no image, no links)."""
     dialogue.say()
     dialogue.say("addclients -- Section 2 (soft links to master script)")
     if not args.yes and not dialogue.yes(f'Would you like me to create soft links to a "master" script so that '
                                          f'hosts {names[0]} through {names[-1]} can be autoinstalled with that '
                                          f'image?', True):
-        return SKIPPED
+        return None
     known = sorted({p.name[:-7] for p in cfg.scripts_dir.glob("*.master")} | {i["name"] for i in store.images()})
     dialogue.say("Here is a list of available images:")
     for name in known:
@@ -95,13 +93,14 @@ def _section2(dialogue: Dialogue, args, cfg, store, names: list[str]):
                                                                      f"{', '.join(known) or 'none'})")
 
 
-def _section3(dialogue: Dialogue, args, names: list[str]):
+def _section3(dialogue: Dialogue, args, names: list[str]) -> list[str] | None:
+    """One address range per subnet; None: declined (no addresses, no hosts file entries)."""
     dialogue.say()
     dialogue.say(f"addclients -- Section 3 (adding or modifying {args.etc_hosts} entries)")
     dialogue.say(f"It is necessary to have an entry for each client in {args.etc_hosts}.")
     dialogue.say("I will ask you for your clients' IP addresses one subnet at a time.")
     if not args.yes and not dialogue.yes("Would you like me to make these entries for you?", True):
-        return SKIPPED
+        return None
     ranges, placed, subnet = [], 0, 1
     while placed < len(names):
         dialogue.say(f"subnet {subnet}")
@@ -131,13 +130,10 @@ def addclients(args, dialogue: Dialogue | None = None) -> int:
             raise OperationFailed("stopped: nothing written")
         names = _section1(dialogue, args, cfg)
         if args.image is None:
-            chosen = _section2(dialogue, args, cfg, store, names)
-            args.image = None if chosen is SKIPPED else chosen
+            args.image = _section2(dialogue, args, cfg, store, names)
         if args.ip_range is None:
-            chosen = _section3(dialogue, args, names)
-            args.ip_range = None if chosen is SKIPPED else chosen
-            if chosen is SKIPPED:
-                args.no_etc_hosts = True
+            args.ip_range = _section3(dialogue, args, names)
+            args.no_etc_hosts = args.no_etc_hosts or args.ip_range is None
     try:
         plan = clients.plan_clients(cfg, store, domain=args.domain, basename=args.basename,
                                     start=args.start, end=args.end, image=args.image, ranges=args.ip_range)

@@ -135,11 +135,12 @@ def show_host(args) -> int:
     import time
 
     from ..bootconfig import decide
+    from ..store.installs import SUMMARY_TAIL
     cfg = load_config(args)
     store = open_store(cfg)
     host = _host_or_fail(store, args.hostname)
     lease = store.lease_for_mac(host.mac) if host.mac else None
-    runs = [r for r in store.installs() if r.hostname == host.hostname]
+    runs = store.installs(hostname=host.hostname, tail=SUMMARY_TAIL)
     entry = decide(host, cfg)
     if args.json:
         print(json.dumps({"host": host.as_dict(), "next_boot": entry.reason,

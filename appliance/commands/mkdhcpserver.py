@@ -71,9 +71,8 @@ def _optional_ip(text: str) -> str | None:
 def _values(cfg, args) -> dict:
     subnet = cfg.subnets[0]
     pool = subnet.pools[0] if subnet.pools else None
-    dns = [str(d) for d in subnet.dns_servers] + ["", "", ""]
+    dns = (args.dns or [str(d) for d in subnet.dns_servers]) + ["", "", ""]
     network = ipaddress.IPv4Network(args.network, strict=False) if args.network and "/" in args.network else None
-    given_dns = (args.dns or []) + ["", "", ""]
     first, _, last = (args.pool or "").partition("-")
     return {
         "domain": args.domain or cfg.domain,
@@ -81,9 +80,7 @@ def _values(cfg, args) -> dict:
         "netmask": str(network.netmask) if network else args.netmask or str(subnet.network.netmask),
         "first": first or (str(pool.first) if pool else ""),
         "last": last or (str(pool.last) if pool else ""),
-        "dns1": given_dns[0] if args.dns else dns[0],
-        "dns2": given_dns[1] if args.dns else dns[1],
-        "dns3": given_dns[2] if args.dns else dns[2],
+        "dns1": dns[0], "dns2": dns[1], "dns3": dns[2],
         "gateway": args.gateway or (str(subnet.gateway) if subnet.gateway else ""),
         "image_server": args.image_server or str(cfg.hint_address),
     }

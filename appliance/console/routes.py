@@ -13,6 +13,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from ..store.installs import SUMMARY_TAIL
 from . import actions, sse, token, views
 
 log = logging.getLogger("si.console")
@@ -58,7 +59,7 @@ def add_routes(app: web.Application, ctx) -> None:
     async def overview(request):
         return _json({"health": ctx.status(), "hosts": views.hosts_view(store, cfg),
                       "unenrolled": views.unenrolled_machines(store), "images": views.images_view(store),
-                      "installs": [views.install_summary(r) for r in store.installs(50)],
+                      "installs": [views.install_summary(r) for r in store.installs(50, tail=SUMMARY_TAIL)],
                       "events": store.events(30), "counters": dict(refused)})
 
     async def one_host(request):
@@ -121,7 +122,7 @@ def add_routes(app: web.Application, ctx) -> None:
                 await resp.write(sse.frame("event", e, e["id"]))
                 after, sent = e["id"], True
             hosts = {h.hostname: h for h in store.hosts()}
-            recent = {r.id: r for r in store.installs(50)}
+            recent = {r.id: r for r in store.installs(50, tail=SUMMARY_TAIL)}
             runs = {i: (r.hostname, r.state, r.phase, r.percent, r.bytes) for i, r in recent.items()}
             if not first:
                 changed = {n for n in hosts.keys() | before_hosts.keys() if hosts.get(n) != before_hosts.get(n)}

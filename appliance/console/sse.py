@@ -18,7 +18,7 @@ def frame(event: str, data, event_id: str | int | None = None) -> bytes:
 
 
 def parse(stream: bytes) -> list[tuple[str, str | None, object]]:
-    """Frames back into (event, id, data): for tests and `si logs --follow`'s reader."""
+    """Frames back into (event, id, data), as a browser's EventSource reads them (for tests)."""
     out = []
     for block in stream.decode().split("\n\n"):
         fields: dict[str, str] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..bootconfig import decide
 from ..config import Config
 from ..monitor import install_row
+from ..store.installs import SUMMARY_TAIL
 from ..store.records import Host, Install
 
 STATES = ("unknown", "assigned", "installing", "installed", "failed")
@@ -43,12 +44,12 @@ def install_summary(run: Install) -> dict:
     """A run as the monitor computes it, without its log (the log has its own route)."""
     row = install_row(run)
     row.pop("log")
-    row["log_size"] = len(run.log)
+    row["log_size"] = run.log_size
     return row
 
 
 def hosts_view(store, cfg: Config) -> list[dict]:
-    latest, seen = store.latest_installs(), store.last_seen()
+    latest, seen = store.latest_installs(tail=SUMMARY_TAIL), store.last_seen()
     return [host_view(h, cfg, latest.get(h.hostname), seen.get(h.hostname)) for h in store.hosts()]
 
 
@@ -56,10 +57,11 @@ def one_host_view(store, cfg: Config, hostname: str) -> dict | None:
     host = store.host(hostname)
     if host is None:
         return None
-    view = host_view(host, cfg, store.latest_installs().get(hostname), store.last_seen().get(hostname))
+    view = host_view(host, cfg, store.latest_installs(hostname, tail=SUMMARY_TAIL).get(hostname),
+                     store.last_seen(hostname).get(hostname))
     lease = store.lease_for_mac(host.mac) if host.mac else None
     view["lease"] = lease.as_dict() if lease else None
-    view["runs"] = [install_summary(r) for r in store.installs() if r.hostname == hostname]
+    view["runs"] = [install_summary(r) for r in store.installs(hostname=hostname, tail=SUMMARY_TAIL)]
     return view
 
 

@@ -18,7 +18,8 @@ class EventsMixin:
                           f"ORDER BY id DESC LIMIT ?", (*args, limit))
         return [dict(r) for r in reversed(rows)]
 
-    def last_seen(self) -> dict[str, float]:
-        """Each host's newest event time (its leases, PXE boots and install reports)."""
+    def last_seen(self, host: str | None = None) -> dict[str, float]:
+        """Each host's (or one host's) newest event time: its leases, PXE boots and install reports."""
+        where, args = ("host = ?", (host,)) if host is not None else ("host IS NOT NULL", ())
         return {r["host"]: r["ts"] for r in self.query(
-            "SELECT host, max(ts) AS ts FROM events WHERE host IS NOT NULL GROUP BY host")}
+            f"SELECT host, max(ts) AS ts FROM events WHERE {where} GROUP BY host", args)}

@@ -80,10 +80,9 @@ class ImagesMixin:
             db.execute("INSERT INTO images (name, golden_client, ip_method, post_install, created) "
                        "SELECT ?, golden_client, ip_method, post_install, created FROM images WHERE name=?",
                        (new, old))
-            db.execute("UPDATE image_versions SET image=?, path=? || substr(path, ?) "
-                       "WHERE image=? AND substr(path, 1, ?) = ?",
-                       (new, new_dir, len(old_dir) + 1, old, len(old_dir), old_dir))
-            db.execute("UPDATE image_versions SET image=? WHERE image=?", (new, old))
+            db.execute("UPDATE image_versions SET image=?, path=CASE WHEN substr(path, 1, ?) = ? "
+                       "THEN ? || substr(path, ?) ELSE path END WHERE image=?",
+                       (new, len(old_dir), old_dir, new_dir, len(old_dir) + 1, old))
             moved = db.execute("UPDATE hosts SET image=? WHERE image=?", (new, old)).rowcount
             db.execute("DELETE FROM images WHERE name=?", (old,))
             return moved

@@ -3,8 +3,17 @@ from __future__ import annotations
 
 from .records import Install
 
-_COLUMNS = "id, hostname, image, kind, state, phase, percent, bytes, started, finished, log, updated"
+_FIELDS = ("id, hostname, image, kind, state, phase, percent, bytes, started, finished, updated, "
+           "length(log) AS log_size")
+_COLUMNS = f"{_FIELDS}, log"
 LOG_LIMIT = 256 * 1024  # keep the tail of a run's log in the table; full logs go to log_dir
+SUMMARY_TAIL = 1000     # what a row in a list needs of its log: the last line
+
+
+def _columns(tail: int | None) -> str:
+    """Every column; with tail, only the log's last `tail` characters (lists and streams
+    read many runs often, and a log may be LOG_LIMIT long)."""
+    return _COLUMNS if tail is None else f"{_FIELDS}, substr(log, -{int(tail)}) AS log"
 
 
 class InstallsMixin:
@@ -44,12 +53,17 @@ class InstallsMixin:
                            (now, note, LOG_LIMIT, row["id"]))
         return [Install(**dict(r)) for r in rows]
 
-    def latest_installs(self) -> dict[str, Install]:
-        """Each host's newest install run (kind 'install'; updates do not change what a host is)."""
+    def latest_installs(self, hostname: str | None = None, *, tail: int | None = None) -> dict[str, Install]:
+        """Each host's (or one host's) newest install run (kind 'install'; updates do not change
+        what a host is)."""
+        where, args = ("AND hostname=? ", (hostname,)) if hostname is not None else ("", ())
         return {r["hostname"]: Install(**dict(r)) for r in self.query(
-            f"SELECT {_COLUMNS} FROM installs WHERE id IN "
-            f"(SELECT max(id) FROM installs WHERE kind='install' GROUP BY hostname)")}
+            f"SELECT {_columns(tail)} FROM installs WHERE id IN "
+            f"(SELECT max(id) FROM installs WHERE kind='install' {where}GROUP BY hostname)", args)}
 
-    def installs(self, limit: int = 200) -> list[Install]:
+    def installs(self, limit: int = 200, *, hostname: str | None = None,
+                 tail: int | None = None) -> list[Install]:
+        """The newest runs (of one host), newest first; tail: see _columns."""
+        where, args = ("WHERE hostname=? ", (hostname,)) if hostname is not None else ("", ())
         return [Install(**dict(r)) for r in self.query(
-            f"SELECT {_COLUMNS} FROM installs ORDER BY id DESC LIMIT ?", (limit,))]
+            f"SELECT {_columns(tail)} FROM installs {where}ORDER BY id DESC LIMIT ?", (*args, limit))]

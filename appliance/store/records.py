@@ -44,6 +44,7 @@ class Install:
     finished: float | None
     log: str
     updated: float | None = None     # its last report (None: rows from before schema 3)
+    log_size: int = 0                # characters of log kept, even when `log` holds only its tail
 
     def as_dict(self) -> dict:
         return asdict(self)

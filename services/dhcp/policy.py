@@ -345,11 +345,19 @@ class Policy:
         """dhcp.in_order: the waiting host this unknown machine becomes, with its MAC. The one it
         was offered comes first; then the first whose address no other machine holds."""
         current = self.book.for_mac(pkt.mac)
-        waiting = [h for h in self.dir.waiting() if self._subnet_of(IPv4Address(h.ip)) is not None]
-        mine = next((h for h in waiting if current is not None and h.ip == str(current.ip)), None)
-        free = next((h for h in waiting if self.book.available(IPv4Address(h.ip), pkt.mac, now)), None)
-        chosen = mine or free
-        return replace(chosen, mac=pkt.mac) if chosen is not None else None
+        held = str(current.ip) if current is not None else None
+        free = None
+        for h in self.dir.waiting():                 # stops at the one it holds
+            ip = IPv4Address(h.ip)
+            if self._subnet_of(ip) is None:
+                continue
+            if h.ip == held:
+                return replace(h, mac=pkt.mac)
+            if free is None and self.book.available(ip, pkt.mac, now):
+                free = h
+                if held is None:
+                    break
+        return replace(free, mac=pkt.mac) if free is not None else None
 
     def _enrol(self, pkt: P.Packet, host: Host | None) -> Host | None:
         if host is not None or not self.cfg.dhcp.enrol:
