@@ -13,8 +13,13 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from services import bootloaders
+from services.dhcp import settings as dhcp_settings
+from services.dhcp.settings import DhcpConfig, Pool, SubnetConfig
 from services.fleet import settings as fleet_settings
+from services.rsyncd import settings as rsyncd_settings
+from services.rsyncd.settings import RsyncdConfig
+from services.tomlcheck import SettingsError, check_keys as _check_keys, ip as _ip, port as _port
+from services.tomlcheck import positive as _positive, take as _take
 from services.names import valid_domain
 
 DEFAULT_PATH = Path("/etc/systemimager/appliance.toml")
@@ -26,47 +31,8 @@ CONSOLE = re.compile(r"^(?P<dev>tty[A-Za-z]{0,6}(?P<unit>\d{1,3})|hvc\d{1,2})"
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the key."""
-
-
-@dataclass(frozen=True)
-class Pool:
-    first: IPv4Address
-    last: IPv4Address
-
-    def __contains__(self, ip: IPv4Address) -> bool:
-        return self.first <= ip <= self.last
-
-    @property
-    def size(self) -> int:
-        return int(self.last) - int(self.first) + 1
-
-    def __str__(self) -> str:
-        return f"{self.first}-{self.last}"
-
-
-@dataclass(frozen=True)
-class SubnetConfig:
-    network: IPv4Network
-    pools: tuple[Pool, ...] = ()
-    gateway: IPv4Address | None = None
-    dns_servers: tuple[IPv4Address, ...] = ()
-    lease_time: int = 3600
-
-
-@dataclass(frozen=True)
-class DhcpConfig:
-    mode: str = "server"          # "server" assigns addresses; "proxy" only answers PXE
-    enrol: bool = False           # unknown MACs are recorded in the hosts table
-    site_option: int = 224        # image-server hint also sent under this code
-    probe_seconds: float = 4.0    # look for another DHCP server this long (dnsmasq pings ~3 s first)
-    port: int = 67
-    loader: str = "ipxe"          # BIOS first stage: "ipxe" (HTTP scripts) or "pxelinux"
-    answer_router_solicitations: bool = True   # "no router here": PXE firmware stops waiting for IPv6
-    ping_timeout: float = 0.5     # ping a new pool address this long before offering it; 0: never
-    uefi_loader: str = "shim"     # UEFI first stage: "shim" (signed: Secure Boot on or off), "ipxe", "syslinux"
-    in_order: bool = False        # an unknown PXE machine becomes the next host waiting for a MAC
+# Every section's parser raises this one class, whose message names the key.
+ConfigError = SettingsError
 
 
 @dataclass(frozen=True)
@@ -90,12 +56,6 @@ class HttpConfig:
 class DnsConfig:
     port: int = 53
     upstream: tuple[IPv4Address, ...] = ()
-
-
-@dataclass(frozen=True)
-class RsyncdConfig:
-    port: int = 873
-    max_connections: int = 64
 
 
 @dataclass(frozen=True)
@@ -142,6 +102,11 @@ class Config:
         return self.image_server or self.address
 
     @property
+    def boot_url(self) -> str:
+        """Where machines fetch boot files and scripts over HTTP."""
+        return f"http://{self.address}:{self.http.port}/boot"
+
+    @property
     def boot_root(self) -> Path:
         return self.boot_dir or self.state_dir / "tftpboot"
 
@@ -169,98 +134,6 @@ class Config:
 
     def with_overrides(self, **kw: Any) -> "Config":
         return replace(self, **kw)
-
-
-# --- parsing helpers: each names the key it is checking -------------------
-
-def _take(table: dict, key: str, prefix: str, kind: type | tuple, default: Any) -> Any:
-    if key not in table:
-        return default
-    value = table[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int subclass; never accept it where a number is wanted.
-    if isinstance(value, bool) and bool not in kinds:
-        raise ConfigError(f"{prefix}{key}: expected {_kind_name(kinds)}, got a boolean")
-    if not isinstance(value, kinds):
-        raise ConfigError(f"{prefix}{key}: expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _kind_name(kinds: tuple) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _check_keys(table: dict, allowed: set[str], prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            where = prefix.rstrip(".") or "top level"
-            raise ConfigError(f"{prefix}{key}: unknown key (allowed in {where}: {', '.join(sorted(allowed))})")
-
-
-def _ip(value: Any, key: str) -> IPv4Address:
-    try:
-        return IPv4Address(value)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{key}: {value!r} is not an IPv4 address") from None
-
-
-def _port(table: dict, key: str, prefix: str, default: int) -> int:
-    value = _take(table, key, prefix, int, default)
-    if not 1 <= value <= 65535:
-        raise ConfigError(f"{prefix}{key}: port {value} is outside 1-65535")
-    return value
-
-
-def _positive(table: dict, key: str, prefix: str, default: int | float, kind=int) -> Any:
-    value = _take(table, key, prefix, kind if kind is int else (int, float), default)
-    if value <= 0:
-        raise ConfigError(f"{prefix}{key}: must be greater than 0, got {value}")
-    return value
-
-
-def _parse_pool(text: Any, key: str, network: IPv4Network) -> Pool:
-    if not isinstance(text, str) or text.count("-") != 1:
-        raise ConfigError(f"{key}: {text!r} is not a range like '10.0.0.100-10.0.0.199'")
-    first, last = (_ip(part.strip(), key) for part in text.split("-"))
-    if first > last:
-        raise ConfigError(f"{key}: range {text} runs backwards")
-    for ip in (first, last):
-        if ip not in network:
-            raise ConfigError(f"{key}: {ip} is outside subnet {network}")
-        if ip in (network.network_address, network.broadcast_address):
-            raise ConfigError(f"{key}: {ip} is the network or broadcast address of {network}")
-    return Pool(first, last)
-
-
-def _parse_subnet(table: Any, index: int) -> SubnetConfig:
-    prefix = f"subnet[{index}]."
-    if not isinstance(table, dict):
-        raise ConfigError(f"subnet[{index}]: expected a table")
-    _check_keys(table, {"network", "pools", "gateway", "dns_servers", "lease_time"}, prefix)
-    if "network" not in table:
-        raise ConfigError(f"{prefix}network: missing (e.g. network = \"10.77.0.0/24\")")
-    try:
-        network = IPv4Network(_take(table, "network", prefix, str, None), strict=True)
-    except ValueError as exc:
-        raise ConfigError(f"{prefix}network: {exc}") from None
-    pools = tuple(_parse_pool(p, f"{prefix}pools[{i}]", network)
-                  for i, p in enumerate(_take(table, "pools", prefix, list, [])))
-    ordered = sorted(pools, key=lambda p: p.first)
-    for a, b in zip(ordered, ordered[1:]):
-        if b.first <= a.last:
-            raise ConfigError(f"{prefix}pools: ranges {a} and {b} overlap")
-    gateway = table.get("gateway")
-    gateway = _ip(gateway, f"{prefix}gateway") if gateway is not None else None
-    if gateway is not None and gateway not in network:
-        raise ConfigError(f"{prefix}gateway: {gateway} is outside subnet {network}")
-    dns = tuple(_ip(v, f"{prefix}dns_servers[{i}]")
-                for i, v in enumerate(_take(table, "dns_servers", prefix, list, [])))
-    lease = _positive(table, "lease_time", prefix, 3600)
-    if lease < 60:
-        raise ConfigError(f"{prefix}lease_time: {lease} s is too short (at least 60)")
-    return SubnetConfig(network, pools, gateway, dns, lease)
 
 
 def parse(data: dict, source: Path | None = None) -> Config:
@@ -293,11 +166,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
     services = frozenset(name for name in SERVICE_NAMES
                          if _take(services_table, name, "services.", bool, True))
 
-    subnets = tuple(_parse_subnet(t, i) for i, t in enumerate(_take(data, "subnet", "", list, [])))
-    for i, a in enumerate(subnets):
-        for b in subnets[i + 1:]:
-            if a.network.overlaps(b.network):
-                raise ConfigError(f"subnet: {a.network} and {b.network} overlap")
+    subnets = dhcp_settings.parse_subnets(_take(data, "subnet", "", list, []))
     if "dhcp" in services and not subnets:
         raise ConfigError("subnet: DHCP is enabled but no [[subnet]] is configured")
     if subnets and not any(address in s.network for s in subnets):
@@ -316,31 +185,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
         except ValueError as exc:
             raise ConfigError(f"allow_clients[{i}]: {exc}") from None
 
-    dhcp_t = _take(data, "dhcp", "", dict, {})
-    _check_keys(dhcp_t, {"mode", "enrol", "in_order", "site_option", "probe_seconds", "port", "loader",
-                         "uefi_loader", "answer_router_solicitations", "ping_timeout"}, "dhcp.")
-    mode = _take(dhcp_t, "mode", "dhcp.", str, "server")
-    if mode not in ("server", "proxy"):
-        raise ConfigError(f"dhcp.mode: {mode!r} is not 'server' or 'proxy'")
-    site_option = _take(dhcp_t, "site_option", "dhcp.", int, 224)
-    if not 224 <= site_option <= 254:
-        raise ConfigError(f"dhcp.site_option: {site_option} is not a site-specific code (224-254)")
-    dhcp = DhcpConfig(mode, _take(dhcp_t, "enrol", "dhcp.", bool, False), site_option,
-                      float(_take(dhcp_t, "probe_seconds", "dhcp.", (int, float), 4.0)),
-                      _port(dhcp_t, "port", "dhcp.", 67), _take(dhcp_t, "loader", "dhcp.", str, "ipxe"),
-                      _take(dhcp_t, "answer_router_solicitations", "dhcp.", bool, True),
-                      float(_take(dhcp_t, "ping_timeout", "dhcp.", (int, float), 0.5)))
-    if dhcp.loader not in bootloaders.BIOS_CHOICES:
-        raise ConfigError(f"dhcp.loader: {dhcp.loader!r} is not one of {', '.join(bootloaders.BIOS_CHOICES)}")
-    # pxelinux's UEFI counterpart is syslinux.efi, as before uefi_loader existed.
-    uefi_loader = _take(dhcp_t, "uefi_loader", "dhcp.", str, "syslinux" if dhcp.loader == "pxelinux" else "shim")
-    if uefi_loader not in bootloaders.UEFI_CHOICES:
-        raise ConfigError(f"dhcp.uefi_loader: {uefi_loader!r} is not one of {', '.join(bootloaders.UEFI_CHOICES)}")
-    dhcp = replace(dhcp, uefi_loader=uefi_loader, in_order=_take(dhcp_t, "in_order", "dhcp.", bool, False))
-    if dhcp.probe_seconds < 0:
-        raise ConfigError(f"dhcp.probe_seconds: must not be negative, got {dhcp.probe_seconds}")
-    if not 0 <= dhcp.ping_timeout <= 10:
-        raise ConfigError(f"dhcp.ping_timeout: {dhcp.ping_timeout} must be from 0 (off) to 10 seconds")
+    dhcp = dhcp_settings.parse(_take(data, "dhcp", "", dict, {}))
 
     tftp_t = _take(data, "tftp", "", dict, {})
     _check_keys(tftp_t, {"port", "max_sessions", "workers"}, "tftp.")
@@ -369,10 +214,7 @@ def parse(data: dict, source: Path | None = None) -> Config:
     dns = DnsConfig(_port(dns_t, "port", "dns.", 53),
                     tuple(_ip(v, f"dns.upstream[{i}]")
                           for i, v in enumerate(_take(dns_t, "upstream", "dns.", list, []))))
-    rs_t = _take(data, "rsyncd", "", dict, {})
-    _check_keys(rs_t, {"port", "max_connections"}, "rsyncd.")
-    rsyncd = RsyncdConfig(_port(rs_t, "port", "rsyncd.", 873),
-                          _positive(rs_t, "max_connections", "rsyncd.", 64))
+    rsyncd = rsyncd_settings.parse(_take(data, "rsyncd", "", dict, {}))
 
     try:
         fleet = fleet_settings.parse(_take(data, "fleet", "", dict, {}))

@@ -45,7 +45,7 @@ def test_writer_group_commits_and_calls_back_on_the_loop(tmp_path):
 
     async def run():
         loop = asyncio.get_running_loop()
-        writer = LeaseWriter(store.path, loop)
+        writer = LeaseWriter(store.reconnect, loop)
         done = []
         for i in range(200):
             b = Binding(f"02:00:00:00:00:{i:02x}", IP(f"10.1.0.{i + 1}"), None, time.time() + 60)

@@ -17,6 +17,6 @@ FLAVOURS = {"pxelinux": "pxelinux.cfg.j2", "ipxe": "ipxe.j2", "grub": "grub.cfg.
 
 def render(flavour: str, entry: BootEntry, cfg: Config) -> bytes:
     """One boot config; every value in it was validated by decide()."""
-    boot_url = f"http://{cfg.address}:{cfg.http.port}/boot"
+    boot_url = cfg.boot_url
     text = _ENV.get_template(FLAVOURS[flavour]).render(entry=entry, boot_url=boot_url)
     return text.encode("ascii")

@@ -29,6 +29,7 @@ class StoreError(RuntimeError):
 class Store(HostsMixin, LeasesMixin, ImagesMixin, InstallsMixin, EventsMixin):
     def __init__(self, path: Path | str, *, durable: bool = False) -> None:
         self.path = Path(path)
+        self.durable = durable
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -87,6 +88,10 @@ class Store(HostsMixin, LeasesMixin, ImagesMixin, InstallsMixin, EventsMixin):
 
     def close(self) -> None:
         self.db.close()
+
+    def reconnect(self) -> "Store":
+        """Another connection to the same database, for a thread that writes on its own."""
+        return Store(self.path, durable=self.durable)
 
     @staticmethod
     def now() -> float:

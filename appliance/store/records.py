@@ -1,33 +1,14 @@
-"""Plain records the store hands out (rows turned into frozen dataclasses)."""
+"""Plain records the store hands out (rows turned into frozen dataclasses).
+
+Host and Lease are the services' own shapes (services/records.py); Install is the store's.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from services.records import Host, Lease, normalise_mac
 
-@dataclass(frozen=True)
-class Host:
-    hostname: str
-    mac: str | None = None
-    ip: str | None = None
-    image: str | None = None
-    grp: str | None = None
-    netboot: str = "install"      # 'install': next PXE boot autoinstalls; 'local': boot disk
-    console: str | None = None    # e.g. "ttyS0,115200n8" for a serial console
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Lease:
-    mac: str
-    ip: str
-    hostname: str | None
-    expires: float
-    state: str = "bound"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["Host", "Lease", "Install", "normalise_mac"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +29,3 @@ class Install:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def normalise_mac(mac: str) -> str:
-    """'AA-BB-CC-DD-EE-FF' or 'aabb.ccdd.eeff' -> 'aa:bb:cc:dd:ee:ff'; ValueError otherwise."""
-    digits = "".join(ch for ch in mac.lower() if ch in "0123456789abcdef")
-    stripped = mac.lower().replace(":", "").replace("-", "").replace(".", "")
-    if len(digits) != 12 or stripped != digits:
-        raise ValueError(f"{mac!r} is not a MAC address")
-    return ":".join(digits[i:i + 2] for i in range(0, 12, 2))

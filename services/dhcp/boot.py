@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.config import Config
 from .. import bootloaders
 
 from . import packet as P
+from .settings import Site
 
 ARCH_BIOS = 0
 
@@ -46,11 +46,11 @@ def arch(pkt: P.Packet) -> int | None:
     return ARCH_BIOS if parts[0] == b"PXEClient" else None
 
 
-def choose(pkt: P.Packet, cfg: Config) -> BootChoice | None:
+def choose(pkt: P.Packet, cfg: Site) -> BootChoice | None:
     """The boot file for this client, or None if it is not network booting (or no loader fits it)."""
     if not is_pxe(pkt) and not is_ipxe(pkt):
         return None
-    base = f"http://{cfg.address}:{cfg.http.port}/boot"
+    base = cfg.boot_url
     a = arch(pkt)
     firmware = bootloaders.firmware_of(a)
     if firmware is None:

@@ -13,11 +13,10 @@ from ipaddress import IPv4Address
 
 import jinja2
 
-from appliance.config import Config
-from appliance.store.records import Host
-
 from .. import bootloaders
+from ..records import Host
 from ..templating import environment
+from .settings import Site
 
 FORMATS = ("isc", "kea", "dnsmasq")
 _TEMPLATES = {"isc": "dhcpd.conf.j2", "kea": "kea-dhcp4.json.j2", "dnsmasq": "dnsmasq.conf.j2"}
@@ -31,9 +30,9 @@ class BootFiles:
     bios: str
 
 
-def boot_files(cfg: Config) -> BootFiles:
+def boot_files(cfg: Site) -> BootFiles:
     """The files the table names for the configured loaders, spelled as the exports need them."""
-    base = f"http://{cfg.address}:{cfg.http.port}/boot"
+    base = cfg.boot_url
     bios = bootloaders.loader(cfg.dhcp.loader, bootloaders.BIOS)
     uefi = bootloaders.loader(cfg.dhcp.uefi_loader, bootloaders.UEFI)
     http = bootloaders.loader(cfg.dhcp.uefi_loader, bootloaders.UEFI_HTTP)
@@ -42,7 +41,7 @@ def boot_files(cfg: Config) -> BootFiles:
     return BootFiles(script, f"{base}/{http.file}", uefi.file, bios.file)
 
 
-def _reservations(cfg: Config, hosts: list[Host]) -> list[dict]:
+def _reservations(cfg: Site, hosts: list[Host]) -> list[dict]:
     """Hosts with a MAC, each placed in the subnet holding its fixed address (if any)."""
     out = []
     for h in hosts:
@@ -69,7 +68,7 @@ def _reservations(cfg: Config, hosts: list[Host]) -> list[dict]:
 BY_NAME = ("isc", "dnsmasq")
 
 
-def render(cfg: Config, hosts: list[Host], fmt: str, by_name: bool = True) -> str:
+def render(cfg: Site, hosts: list[Host], fmt: str, by_name: bool = True) -> str:
     """The config text; by_name: reservations name their host (where fmt allows, BY_NAME)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")

@@ -11,14 +11,15 @@ import re
 import time
 from ipaddress import IPv4Address
 
-from appliance.store import Store
-from appliance.store.records import Host
+from services.records import Host
+
+from .state import HostSource
 
 RECHECK_SECONDS = 1.0     # how stale a change made by another process may be
 
 
 class HostDirectory:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: HostSource) -> None:
         self.store = store
         self.by_mac: dict[str, Host] = {}
         self.by_ip: dict[str, Host] = {}

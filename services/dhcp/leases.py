@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Callable, Iterable
 
-from appliance.config import Pool, SubnetConfig
-from appliance.store import Store
-from appliance.store.records import Lease
+from services.records import Lease
+
+from .settings import Pool, SubnetConfig
+from .state import LeaseSink
 
 OFFER_HOLD = 60.0        # seconds an offered address stays set aside for its client
 
@@ -189,7 +190,7 @@ class LeaseBook:
 class Journal:
     """Group commit: queue lease rows, write them all in one transaction."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: LeaseSink) -> None:
         self.store = store
         self.pending: dict[str, Lease] = {}
         self.commits = 0
@@ -219,10 +220,9 @@ class LeaseWriter:
     answering DISCOVERs. Nothing waiting on a lease is sent before its commit.
     """
 
-    def __init__(self, path, loop, *, durable: bool = False) -> None:
-        self.path = path
+    def __init__(self, connect: Callable[[], LeaseSink], loop) -> None:
+        self.connect = connect     # called in the thread: a connection of its own
         self.loop = loop
-        self.durable = durable
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.commits = 0
         self.written = 0
@@ -239,7 +239,7 @@ class LeaseWriter:
         self.thread.join(timeout)
 
     def _run(self) -> None:
-        store = Store(self.path, durable=self.durable)
+        store = self.connect()
         try:
             while True:
                 item = self.queue.get()

@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Callable, Protocol
 
-from appliance.config import Config, SubnetConfig
-from appliance.store.records import Host
+from services.records import Host
+
+from .settings import Site, SubnetConfig
 
 from . import boot
 from . import packet as P
@@ -74,7 +75,7 @@ def _drop(reason: str) -> Decision:
 
 
 class Policy:
-    def __init__(self, cfg: Config, directory: Directory, book: LeaseBook,
+    def __init__(self, cfg: Site, directory: Directory, book: LeaseBook,
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.dir = directory

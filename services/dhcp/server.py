@@ -69,7 +69,7 @@ class DhcpService(Service):
         loaded = self.book.load(self.ctx.store.leases())
         loop = asyncio.get_running_loop()
         if str(self.ctx.store.path) != ":memory:":
-            self.writer = LeaseWriter(self.ctx.store.path, loop)
+            self.writer = LeaseWriter(self.ctx.store.reconnect, loop)
         ports = [cfg.dhcp.port] + ([PROXY_PORT] if cfg.dhcp.mode == "proxy" else [])
         try:
             for port in ports:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from appliance.config import Config
+from .settings import Site
 from services.names import valid_image_name
 
 from ..atomicfile import write_atomic
@@ -31,11 +31,11 @@ class Module:
     comment: str
 
 
-def conf_path(cfg: Config) -> Path:
+def conf_path(cfg: Site) -> Path:
     return cfg.run_dir / "rsyncd.conf"
 
 
-def modules(cfg: Config, versions: list[dict]) -> list[Module]:
+def modules(cfg: Site, versions: list[dict]) -> list[Module]:
     """Modules for the complete versions given (rows of the image_versions table)."""
     out = [Module("scripts", str(cfg.scripts_dir), "autoinstall scripts and hosts file"),
            Module("boot", str(cfg.boot_root), "boot files (kernel, initrd, loaders)")]
@@ -52,7 +52,7 @@ def modules(cfg: Config, versions: list[dict]) -> list[Module]:
     return out
 
 
-def hosts_allow(cfg: Config, host_ips: list[str] = ()) -> list[str]:
+def hosts_allow(cfg: Site, host_ips: list[str] = ()) -> list[str]:
     """The install subnets, 127.0.0.1, and known hosts with addresses outside them."""
     allow = [str(s.network) for s in cfg.subnets]
     for ip in host_ips:
@@ -67,12 +67,12 @@ def hosts_allow(cfg: Config, host_ips: list[str] = ()) -> list[str]:
     return allow
 
 
-def pid_path(cfg: Config) -> Path:
+def pid_path(cfg: Site) -> Path:
     """The daemon writes its pid here, so a restarted appliance can find one a killed appliance left."""
     return cfg.run_dir / "rsyncd.pid"
 
 
-def render(cfg: Config, versions: list[dict], host_ips: list[str] = ()) -> str:
+def render(cfg: Site, versions: list[dict], host_ips: list[str] = ()) -> str:
     env = environment(jinja2.FileSystemLoader(str(TEMPLATE.parent)))
     return env.get_template(TEMPLATE.name).render(
         port=cfg.rsyncd.port, address=cfg.address, log_file=cfg.log_dir / "rsyncd.log",
@@ -80,7 +80,7 @@ def render(cfg: Config, versions: list[dict], host_ips: list[str] = ()) -> str:
         hosts_allow=hosts_allow(cfg, list(host_ips)), modules=modules(cfg, versions))
 
 
-def render_from_store(cfg: Config, store) -> str:
+def render_from_store(cfg: Site, store) -> str:
     return render(cfg, store.complete_image_versions(), [h.ip for h in store.hosts() if h.ip])
 
 
@@ -95,7 +95,7 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def write_config(cfg: Config, store) -> Path:
+def write_config(cfg: Site, store) -> Path:
     """Render from the store and install the result where the daemon reads it."""
     path = conf_path(cfg)
     write_if_changed(path, render_from_store(cfg, store))
