@@ -40,7 +40,7 @@ from appliance.images import disk_usage  # noqa: E402
 
 PEER = ("-aHAX", "--numeric-ids", "--sparse")   # what getimage keeps: links, ACLs, xattrs, owners, holes
 from appliance.lab.netns import Lab  # noqa: E402
-from images_tree import build_golden_tree  # noqa: E402
+from support.images_tree import build_golden_tree  # noqa: E402
 
 APPL, GOLD, PORT = "10.93.0.1", "10.93.0.2", 1873
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from appliance.lab.netns import Lab, sweep_stale
-from guards import dev_null_stays_a_device  # noqa: F401  (autouse)
-from needs import require_root
+from support.guards import dev_null_stays_a_device  # noqa: F401  (autouse)
+from support.needs import require_root
 
 
 @pytest.fixture(scope="session", autouse=True)

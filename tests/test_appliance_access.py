@@ -14,7 +14,7 @@ import sys
 import time
 
 from appliance.lab.configs import lab_toml
-from needs import require_programs
+from support.needs import require_programs
 
 SI = [sys.executable, "-m", "appliance.cli"]
 

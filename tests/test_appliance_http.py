@@ -17,7 +17,7 @@ from appliance.http import build_app
 from appliance.service import Context
 from appliance.store import Store
 from appliance.store.records import Host
-from support_http import Server
+from support.http_app import Server
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from appliance.config import Config, HttpConfig
 from appliance.http_guard import Guard, RequestClock
 from appliance.service import Context
 from appliance.store import Store
-from support_http import Server
+from support.http_app import Server
 
 
 def test_clock_follows_headers_body_and_pipelining():

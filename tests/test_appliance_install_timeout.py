@@ -9,8 +9,8 @@ from appliance.http import HttpService
 from appliance.service import Context
 from appliance.store import Store
 from appliance.store.records import Host
-from dns_harness import ServiceThread, free_port
-from support_http import Server
+from support.dns_harness import ServiceThread, free_port
+from support.http_app import Server
 from test_appliance_http import post, server  # noqa: F401  (server: the fixture)
 
 

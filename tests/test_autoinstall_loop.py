@@ -24,7 +24,7 @@ from appliance.lab.netns import Lab
 from appliance.store import Store
 from appliance.store.records import Host
 
-from autoinstall_helpers import MIB, make_image, need, sfdisk_dump, write_stubs
+from support.autoinstall import MIB, make_image, need, sfdisk_dump, write_stubs
 
 SERVER, CLIENT = "10.93.0.1", "10.93.0.10"
 SICLIENT = Path(__file__).resolve().parents[1] / "appliance" / "client" / "siclient.py"

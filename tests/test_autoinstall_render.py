@@ -15,7 +15,7 @@ from appliance.autoinstall.scheme import ESP_GPT, SchemeError, parse_disks_json,
 from appliance.config import parse
 from appliance.store import Store
 
-from autoinstall_helpers import DEBIAN_INTERFACES, make_image, need, sfdisk_dump
+from support.autoinstall import DEBIAN_INTERFACES, make_image, need, sfdisk_dump
 
 GPT_UEFI = "label: gpt\nsize=64M, type=U, name=\"EFI System\"\n,128M,S\n,+,L\n"
 MBR = "label: dos\n,64M,83,*\n,128M,82\n,,5\n,128M,83\n,,83\n"

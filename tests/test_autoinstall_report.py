@@ -17,7 +17,7 @@ from appliance.service import Context
 from appliance.store import Store
 from appliance.store.records import Host
 
-from autoinstall_helpers import need
+from support.autoinstall import need
 
 
 def test_post_state_with_busybox_wget_closes_the_install(tmp_path):

@@ -72,7 +72,7 @@ def lab_boot(tmp_path_factory):
         ns = lab.namespace("bootcfg")
         lab.bridge(ns, "br0", f"{SERVER}/24")
         lab.run(ns, "ip", "-6", "addr", "add", "fd77::1/64", "dev", "br0", "nodad")
-        http = lab.popen(ns, sys.executable, str(REPO / "tests/bootcfg_http_server.py"),
+        http = lab.popen(ns, sys.executable, str(REPO / "tests/support/bootcfg_http_server.py"),
                          str(state), SERVER, str(PORT), str(access),
                          stdout=subprocess.PIPE, cwd=REPO)
         assert http.stdout.readline().strip() == b"ready", "appliance HTTP did not start"

@@ -17,7 +17,7 @@ from appliance.service import Context
 from appliance.store import Store
 from appliance.store.records import Host, Lease
 
-from dns_harness import ServiceThread, free_port
+from support.dns_harness import ServiceThread, free_port
 
 CFG = Config(interface="br0", address=IPv4Address("10.77.0.1"), image_server=IPv4Address("10.77.0.5"),
              subnets=(SubnetConfig(IPv4Network("10.77.0.0/24")),), http=HttpConfig(port=8080))

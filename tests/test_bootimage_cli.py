@@ -8,7 +8,7 @@ import pytest
 
 from appliance.cli import main
 from bootimages.cpio import read
-from bootimage_support import bootimage, debian_modules  # noqa: F401  (session fixtures)
+from support.bootimage_support import bootimage, debian_modules  # noqa: F401  (session fixtures)
 
 
 def _initrd_entries(path):

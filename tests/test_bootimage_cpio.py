@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bootimages.cpio import CpioError, CpioWriter, read
-from bootimage_support import require_busybox
+from support.bootimage_support import require_busybox
 
 
 def _sample() -> bytes:

@@ -13,7 +13,7 @@ import pytest
 
 from appliance.lab.netns import Lab
 from bootimages.build import INITRD_FILES
-from bootimage_support import FUNCTIONS, require_busybox, run_functions
+from support.bootimage_support import FUNCTIONS, require_busybox, run_functions
 
 APPLETS = ("sh", "ifconfig", "ip", "sed", "env", "cat", "tr", "grep", "printf", "mkdir", "echo")
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from bootimage_support import run_functions
+from support.bootimage_support import run_functions
+from support.ports import free_port
 
 HOSTS = """# SystemImager hosts file
 10.0.0.21   www21.example.com   www21
@@ -156,12 +157,6 @@ def test_hostname_validation(tmp_path, name, ok):
     assert run_functions(f"si_valid_hostname '{name}'", tmp=tmp_path).returncode == (0 if ok else 1)
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _httpd(tmp_path, port: int, events):
     """The test's HTTP server (it records each POST to events), once it listens."""
@@ -172,7 +167,7 @@ def _httpd(tmp_path, port: int, events):
     from pathlib import Path
     www = tmp_path / "www"
     www.mkdir(exist_ok=True)
-    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "bootimage_httpd.py"),
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "support" / "bootimage_httpd.py"),
                                "127.0.0.1", str(port), str(www), str(events)])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -188,7 +183,7 @@ def test_the_final_report_waits_for_a_restarting_appliance(tmp_path):
     """Until the appliance hears of the success the host stays marked for install: keep telling it."""
     import threading
     import time
-    port, events = _free_port(), tmp_path / "events.jsonl"
+    port, events = free_port(), tmp_path / "events.jsonl"
     servers = []
     later = threading.Timer(2.5, lambda: servers.append(_httpd(tmp_path, port, events)))
     later.start()
@@ -212,7 +207,7 @@ def test_the_final_report_waits_for_a_restarting_appliance(tmp_path):
 
 def test_progress_posts_json_with_only_new_log_text(tmp_path):
     """si_post against a real HTTP server on loopback, through busybox wget."""
-    port, events = _free_port(), tmp_path / "events.jsonl"
+    port, events = free_port(), tmp_path / "events.jsonl"
     server = _httpd(tmp_path, port, events)
     try:
         env = {"IMAGESERVER": "127.0.0.1", "SI_HTTP_PORT": str(port), "HOSTNAME": "node7"}
@@ -244,7 +239,7 @@ def test_a_long_failure_message_still_reaches_the_appliance(tmp_path):
     """A failure's phase is its message; an rsync error is longer than the appliance's phase limit,
     and a refused final report left the run 'running' for five minutes (found by the Debian e2e)."""
     from appliance import progress_report
-    port, events = _free_port(), tmp_path / "events.jsonl"
+    port, events = free_port(), tmp_path / "events.jsonl"
     server = _httpd(tmp_path, port, events)
     message = "rsync failed (exit 23): " + "rmdir(boot/efi) failed: Device or resource busy (16) " * 6
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from bootimages.build import DEFAULT_MODULES
 from bootimages.modules import ModuleError, ModuleIndex, module_name, parse_modules_dep
-from bootimage_support import debian_modules  # noqa: F401  (session fixture)
+from support.bootimage_support import debian_modules  # noqa: F401  (session fixture)
 
 
 def _check_order(order: list[str], deps: dict[str, list[str]]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from appliance.lab.netns import Lab
-from bootimage_support import bootimage  # noqa: F401  (session fixture)
+from support.bootimage_support import bootimage  # noqa: F401  (session fixture)
 
 HERE = Path(__file__).parent
 SERVER, GUEST, PORT = "10.77.0.1", "10.77.0.2", 8080
@@ -105,7 +105,7 @@ def _boot(result, tmp_path: Path, root: Path, cmdline: str, extra: list[str], st
             (tmp_path / "leases").touch()
             lab.popen(ns, "busybox", "udhcpd", "-f", str(tmp_path / "udhcpd.conf"),
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        lab.popen(ns, sys.executable, str(HERE / "bootimage_httpd.py"), SERVER, str(PORT), str(root), str(events))
+        lab.popen(ns, sys.executable, str(HERE / "support" / "bootimage_httpd.py"), SERVER, str(PORT), str(root), str(events))
         qemu_err = open(tmp_path / "qemu.stderr", "w")
         started = time.monotonic()
         qemu = lab.popen(ns, "qemu-system-x86_64", "-accel", _qemu_accel(), "-m", "512", "-smp", "1",

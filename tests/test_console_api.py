@@ -20,7 +20,7 @@ from appliance.console import sse, token, views
 from appliance.service import Context
 from appliance.store import Store
 from appliance.store.records import Host
-from support_http import Server
+from support.http_app import Server
 
 MAC = "52:54:00:00:00:01"
 

@@ -13,8 +13,8 @@ from appliance.console import token
 from appliance.service import Context
 from appliance.store import Store
 from appliance.store.records import Host
-from console_browser import browser, click, flash, host_state, wait_until
-from support_http import Server
+from support.console_browser import browser, click, flash, host_state, wait_until
+from support.http_app import Server
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_console_follows_an_install_and_guards_its_actions(server, request):
 
 @pytest.mark.timeout(120)
 def test_a_failing_browser_step_keeps_a_screenshot(server):
-    from console_browser import ARTIFACTS
+    from support.console_browser import ARTIFACTS
     name = "test_console_browser_screenshot_probe"
     keep = ARTIFACTS / name
     shutil.rmtree(keep, ignore_errors=True)

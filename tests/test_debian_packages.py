@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.debian_packages import PROGRAMS, package_file
-from source_tree import source_files
+from support.source_tree import source_files
 
 REPO = Path(__file__).resolve().parent.parent
 # Calls that run (or look up) a program named by their first argument.

@@ -12,7 +12,7 @@ from appliance.cli import main
 from appliance.lab.netns import Lab
 from appliance.store import Store
 from appliance.store.records import Host, Lease
-from dhcp_lab import lab_config
+from support.dhcp_lab import lab_config
 
 @pytest.fixture
 def site(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 
-from dhcp_wire import MAGIC, opt, wire
+from support.dhcp_wire import MAGIC, opt, wire
 from services.dhcp import packet as P
 
 MAC = bytes.fromhex("525400aabbcc")

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.lab.netns import Lab
 from appliance.lab.qemu import UEFI_NETBOOT_RNG, efi_virtio_rom, ovmf_code
-from dhcp_lab import Appliance
+from support.dhcp_lab import Appliance
 
 
 

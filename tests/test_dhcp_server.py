@@ -19,10 +19,10 @@ import pytest
 
 from appliance.lab.netns import Lab
 from appliance.store.records import Host
-from dhcp_lab import PY, Appliance
+from support.dhcp_lab import PY, Appliance
 
 HERE = Path(__file__).parent
-CLIENT = str(HERE / "dhcp_client.py")
+CLIENT = str(HERE / "support" / "dhcp_client.py")
 IPXE_BIOS = ["--opt", "93:0000", "--opt", "60:" + b"PXEClient:Arch:00000:UNDI:002001".hex(),
              "--opt", "77:" + b"iPXE".hex()]
 PXE_BIOS = ["--opt", "93:0000", "--opt", "60:" + b"PXEClient:Arch:00000:UNDI:002001".hex()]
@@ -281,7 +281,7 @@ def test_router_solicitation_gets_a_no_router_advertisement(lab, appliance):
     lab.run(lab.names["cli"], "sysctl", "-qw", "net.ipv6.conf.eth0.accept_ra=2")
     got = None
     for _ in range(3):       # the bridge's port may still be learning; RS is sent once per try
-        got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "ra_client.py"), "2",
+        got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "support" / "ra_client.py"), "2",
                                  timeout=30).stdout.strip().splitlines()[-1])
         if got:
             break
@@ -295,7 +295,7 @@ def test_router_solicitation_gets_a_no_router_advertisement(lab, appliance):
 
 def test_router_solicitations_left_alone_when_switched_off(lab, appliance):
     a = appliance(dhcp={"answer_router_solicitations": False}).start()
-    got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "ra_client.py"), "2",
+    got = json.loads(lab.run(lab.names["cli"], PY, str(HERE / "support" / "ra_client.py"), "2",
                              timeout=30).stdout.strip().splitlines()[-1])
     assert got is None and a.health()["counters"].get("router_adverts_sent", 0) == 0
 

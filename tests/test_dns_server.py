@@ -14,7 +14,7 @@ from dnslib.server import BaseResolver, DNSServer
 from appliance.store.records import Host, Lease
 from services.dns.server import DnsService
 
-from dns_harness import ServiceThread, free_port, make_ctx
+from support.dns_harness import ServiceThread, free_port, make_ctx
 
 FUTURE = time.time() + 3600
 

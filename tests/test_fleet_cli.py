@@ -13,7 +13,7 @@ from appliance.store import Store
 from appliance.store.records import Host
 from services.fleet import pack
 
-from needs import require_programs
+from support.needs import require_programs
 
 
 def _setup(tmp_path):

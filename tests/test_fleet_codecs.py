@@ -9,7 +9,7 @@ import pytest
 
 from services.fleet import bencode, multicast, pack, settings, swarm
 
-from needs import require_programs
+from support.needs import require_programs
 
 
 def test_info_hash_is_the_sha1_of_the_info_dictionary_mktorrent_wrote(tmp_path):

@@ -16,8 +16,8 @@ from pathlib import Path
 from appliance.lab.fleet_lab import ENGINES, FleetLab, Pull
 from services.fleet import pack
 
-from autoinstall_helpers import MIB
-from needs import require_programs
+from support.autoinstall import MIB
+from support.needs import require_programs
 
 IMAGE = "fleetimg"
 

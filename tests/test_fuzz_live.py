@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from appliance.lab.configs import lab_toml
 from appliance.lab.netns import Lab
-from needs import require_programs, require_root
+from support.needs import require_programs, require_root
 from services.dhcp.policy import REASONS
 
 HERE = Path(__file__).parent
@@ -136,7 +136,7 @@ DNS_OUTCOMES = ("refused_clients", "malformed", "badvers", "refused_transfers", 
 def test_dhcp_survives_mutated_discovers(live, batch):
     _fire_and_account(live, "dhcp", 67, batch, "received", DHCP_OUTCOMES)
     assert _counters(live, "dhcp").get("policy_errors", 0) == 0
-    got = live.run(live.fuzz["cli"], sys.executable, str(HERE / "dhcp_client.py"), "dora", "--mac",
+    got = live.run(live.fuzz["cli"], sys.executable, str(HERE / "support" / "dhcp_client.py"), "dora", "--mac",
                    "52:54:00:f0:00:01", timeout=60, check=False)
     assert got.returncode == 0 and json.loads(got.stdout.splitlines()[-1])["ack"], got.stderr[-2000:]
 

@@ -22,7 +22,7 @@ import pytest
 from appliance.lab.netns import Lab, sweep_stale
 
 sys.path.insert(0, str(Path(__file__).parent))
-from images_tree import UNMAPPED_UID, build_golden_tree, diff, snapshot  # noqa: E402
+from support.images_tree import UNMAPPED_UID, build_golden_tree, diff, snapshot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SI = [sys.executable, "-m", "appliance.cli"]

@@ -16,7 +16,7 @@ from appliance.lab.configs import lab_toml
 from appliance.store import Store
 from appliance.store.records import Host
 from services.rsyncd.render import conf_path
-from images_tree import build_golden_tree, diff, snapshot
+from support.images_tree import build_golden_tree, diff, snapshot
 
 
 @pytest.fixture

@@ -19,14 +19,10 @@ from appliance.service import Context
 from appliance.store import Store
 from services.rsyncd import render
 from services.rsyncd.daemon import RsyncdService, end_stale_daemon, listening
+from support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

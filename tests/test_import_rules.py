@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 
-from source_tree import REPO, source_files
+from support.source_tree import REPO, source_files
 
 PACKAGES = ("appliance", "services", "bootimages")
 

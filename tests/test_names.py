@@ -6,7 +6,7 @@ import pytest
 from services.dhcp.hostnames import sanitise
 from services.dns.names import sanitise_hostname
 from services.names import RESERVED_HOSTNAMES, is_host_label, valid_domain, valid_image_name
-from source_tree import REPO, source_files
+from support.source_tree import REPO, source_files
 
 
 @pytest.mark.parametrize("name", sorted(RESERVED_HOSTNAMES))

@@ -6,7 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from source_tree import source_files
+from support.source_tree import source_files
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("appliance", "services", "bootimages")

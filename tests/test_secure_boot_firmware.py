@@ -15,7 +15,7 @@ import pytest
 from appliance.lab.appliance_ns import start_appliance
 from appliance.lab.netns import Lab
 from appliance.lab.qemu import Guest, ovmf_secure_code
-from needs import require_programs, require_root
+from support.needs import require_programs, require_root
 
 MAC = "52:54:00:5b:00:01"
 TIMEOUT = 180        # OVMF's Secure Boot build under TCG reaches PXE in about 30 s

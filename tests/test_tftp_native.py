@@ -205,7 +205,7 @@ def test_a_transfer_process_loop_moves_70001_blocks_the_same_either_way(pair, mo
 
 
 def test_status_says_when_transfer_processes_run_the_loop_in_python(tmp_path, monkeypatch):
-    from tftp_helpers import ServerThread
+    from support.tftp import ServerThread
     server = ServerThread(tmp_path, workers=1)
     try:
         assert server.server.health().detail == ""

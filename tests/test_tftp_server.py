@@ -14,7 +14,7 @@ import pytest
 
 from services.tftp import packet as P
 from services.tftp.engine import Limits
-from tftp_helpers import RawClient, ServerThread, need, wait_for
+from support.tftp import RawClient, ServerThread, need, wait_for
 
 BIG_BLOCKS = 65535 + 1000          # past the 16-bit block number at blksize 512
 

@@ -12,7 +12,7 @@ import pytest
 
 from services.tftp import packet as P
 from services.tftp.engine import Limits
-from tftp_helpers import RawClient, ServerThread, need, wait_for
+from support.tftp import RawClient, ServerThread, need, wait_for
 
 
 @pytest.fixture(scope="module")

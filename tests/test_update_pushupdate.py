@@ -7,7 +7,7 @@ import sys
 from appliance.lab.configs import lab_toml
 from appliance.store import Store
 from appliance.store.records import Host
-from support_sshd import SshKeys
+from support.sshd import SshKeys
 
 SI = [sys.executable, "-m", "appliance.cli"]
 

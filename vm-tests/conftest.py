@@ -21,7 +21,7 @@ from appliance.lab.netns import Lab, sweep_stale  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
-from guards import dev_null_stays_a_device  # noqa: E402,F401  (autouse)
+from support.guards import dev_null_stays_a_device  # noqa: E402,F401  (autouse)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -76,7 +76,7 @@ def test_console_in_a_browser_follows_an_install(install_lab, hosts, request):
     """The operator's view of a real install: headless Chromium on the web console, in the
     appliance's namespace. The host's row goes from assigned to installing to installed, its
     log tail grows, and reinstall is refused without the operator token and done with it."""
-    from console_browser import browser, click, flash, host_state, wait_until
+    from support.console_browser import browser, click, flash, host_state, wait_until
 
     from appliance.lab.appliance_ns import _http_port
     lab = install_lab

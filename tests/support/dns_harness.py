@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from ipaddress import IPv4Address, IPv4Network
 
@@ -10,20 +9,7 @@ from appliance.config import Config, DnsConfig, SubnetConfig
 from appliance.service import Context
 from appliance.store import Store
 
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
+from .ports import free_udp_and_tcp_port as free_port
 
 
 def make_ctx(tmp_path, port: int, domain: str = "cluster.test", upstream=()) -> Context:

@@ -68,7 +68,7 @@ class Appliance:
         self.logf = open(self.log, "ab")
         self.proc = self.lab.popen(self.lab.names["srv"], PY, "-m", "appliance.cli", "up",
                                    "--config", str(self.config), stdout=self.logf, stderr=subprocess.STDOUT,
-                                   cwd=str(HERE.parent))
+                                   cwd=str(HERE.parents[1]))
         if wait:
             self.wait_port(67)
         return self

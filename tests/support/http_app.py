@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 from aiohttp import web
@@ -10,12 +9,7 @@ from aiohttp import web
 from appliance.http import build_app
 from appliance.http_guard import Guard, GuardedSite
 from appliance.service import Context
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .ports import free_port
 
 
 class Server:
@@ -24,7 +18,7 @@ class Server:
     def __init__(self, ctx: Context, guard: Guard | None = None):
         self.ctx = ctx
         self.guard = guard or Guard()
-        self.port = _free_port()
+        self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

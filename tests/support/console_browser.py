@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 WAIT = 30   # seconds a browser step may take (the lab's machines are slow under TCG)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".git", ".venv", "__pycache__", "build", ".pytest_cache", ".cache", "artifacts"}
 BUILT = (".pyc", ".so")          # build products, never shipped as source
 
