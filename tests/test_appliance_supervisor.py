@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from ipaddress import IPv4Address
 
 import pytest
@@ -19,9 +20,11 @@ class Crasher(Service):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.starts = 0
+        self.started_at: list[float] = []
 
     async def serve(self, ready):
         self.starts += 1
+        self.started_at.append(time.monotonic())
         ready()
         await asyncio.sleep(0.01)
         raise RuntimeError("boom")
@@ -106,13 +109,19 @@ def test_backoff_grows(tmp_path, monkeypatch):
     async def scenario():
         s = sup.Supervisor(ctx, [crasher])
         s.start("crasher")
-        await asyncio.sleep(0.5)
+        for _ in range(300):                    # until the fourth start (a busy machine only delays it)
+            if crasher.starts >= 4:
+                break
+            await asyncio.sleep(0.02)
         await s.stop_all()
 
     asyncio.run(scenario())
-    # 0.05 + 0.1 + 0.2 = 0.35 s of waiting fits in 0.5 s, the next 0.4 does not:
-    # without back-off there would be dozens of starts.
-    assert 3 <= crasher.starts <= 5
+    assert crasher.starts >= 4, f"only {crasher.starts} starts in 6 s"
+    # Lower bounds only, which a slow machine cannot break: each wait is at least twice the last
+    # (0.05, 0.1, 0.2 s after a 0.01 s run); without back-off they would all be about 0.01 s.
+    gaps = [b - a for a, b in zip(crasher.started_at, crasher.started_at[1:])]
+    for i, gap in enumerate(gaps[:3]):
+        assert gap >= 0.05 * 2 ** i, gaps
 
 
 def test_build_services_honours_the_enabled_set(tmp_path):
