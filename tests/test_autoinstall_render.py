@@ -491,3 +491,57 @@ def test_missing_golden_disks_map_to_the_disks_this_machine_has(tmp_path):
     # A disk set by hand that does not exist is an error, not a guess.
     r = mapped(DISK1="/dev/sdq")
     assert r.returncode == 1 and "DISK1=/dev/sdq: there is no such disk on this machine" in r.stdout + r.stderr
+
+
+# --- the static shell library and the decisions made in plan.py --------------------------
+
+def small_image(tmp: Path, layout: str, root: int = 1) -> Path:
+    """One disk partitioned by sfdisk from LAYOUT, with / on partition ROOT."""
+    text = sfdisk_dump(tmp, "d", 256, layout, "/dev/vda")
+    return make_image(tmp / "img", schemes={"/dev/vda": text}, fstab=f"/dev/vda{root} / ext4 defaults 0 1\n")
+
+
+def test_the_shell_library_is_static_and_copied_whole_into_each_script(tmp_path):
+    from appliance.autoinstall.render import LIBRARY
+    library = LIBRARY.read_text()
+    assert "{{" not in library and "{%" not in library, "the library is plain shell, not a template"
+    busybox_syntax(library, tmp_path)
+    script = render_master(build_plan("web", small_image(tmp_path, "label: dos\n,+,83\n")))
+    assert script.count(library) == 1, "each script carries the library once, verbatim"
+    # What the library reads, the script's own part sets before it.
+    head = script[:script.index(library)]
+    for name in ("DISK_VARS", "TAR_EXTRACT_OPTIONS", "BOOT_DISK_VAR", "BOOT_LABEL", "BIOS_BOOT_PART", "EFI_DIR"):
+        assert re.search(rf"^{name}=", head, re.M), name
+
+
+def test_unpack_options_reach_tar_as_the_words_pack_gives(tmp_path):
+    """The header holds tar's options as quoted shell words; unpack_stream turns them back into argv."""
+    from services.fleet import pack
+    script = render_master(build_plan("web", small_image(tmp_path, "label: dos\n,+,83\n")))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "zstd").write_text("#!/bin/sh\ncat >/dev/null\n")
+    (bindir / "tar").write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done >"$ARGV_OUT"\n')
+    for tool in ("zstd", "tar"):
+        (bindir / tool).chmod(0o755)
+    (tmp_path / "s.sh").write_text(script)
+    (tmp_path / "--xattrs-include=glob-bait").write_text("")     # an unquoted * would match this
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "SI_FUNCTIONS_ONLY": "1",
+           "IMAGESERVER": "10.0.0.1", "TARGET": str(tmp_path / "a"), "SI_TMP": str(tmp_path / "t"),
+           "ARGV_OUT": str(tmp_path / "argv")}
+    r = subprocess.run(["sh", "-c", ". ./s.sh; realtool() { echo tar; }; unpack_stream </dev/null"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "argv").read_text().split("\n")[:-1] == [*pack.EXTRACT[1:], "-C", str(tmp_path / "a")]
+
+
+@pytest.mark.parametrize("sfdisk, root, expected", [
+    ("label: dos\n,+,83\n", 1, True),                                          # the gap after the MBR
+    ("label: gpt\nsize=64M, type=U\n,+,L\n", 2, False),                       # GPT, no BIOS boot partition
+    ("label: gpt\nsize=1M, type=21686148-6449-6E6F-744E-656564454649\n,+,L\n", 2, True),
+], ids=["mbr", "gpt-uefi-only", "gpt-bios-boot"])
+def test_bios_boot_is_decided_in_the_plan(tmp_path, sfdisk, root, expected):
+    plan = build_plan("web", small_image(tmp_path, sfdisk, root))
+    assert not plan.problems, plan.problems
+    assert plan.bios_boot_partition is expected
+    assert f"BIOS_BOOT_PART={'yes' if expected else 'no'}" in render_master(plan)

@@ -77,6 +77,13 @@ class InstallPlan:
         return self.disks[0] if self.disks else None
 
     @property
+    def bios_boot_partition(self) -> bool:
+        """GRUB can go in for BIOS boot: an MBR disk has the gap after its MBR, a GPT disk
+        needs a BIOS boot partition (without one, a GPT image boots by UEFI only)."""
+        disk = self.boot_disk
+        return disk is not None and (disk.disk.label == "dos" or any(p.is_bios_boot for p in disk.disk.partitions))
+
+    @property
     def all_filesystems(self) -> list[FsPlan]:
         return self.filesystems + self.swaps
 

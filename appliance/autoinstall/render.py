@@ -25,7 +25,8 @@ def shell_quote(value: object) -> str:
 
 HERE = Path(__file__).parent
 # What the script is made from besides the image: a change to any rewrites it.
-CODE = (HERE / "templates/master.sh.j2", HERE / "render.py", HERE / "plan.py", HERE / "scheme.py", HERE / "fstab.py",
+LIBRARY = HERE / "templates/install-functions.sh"     # static shell, copied into every script as it is
+CODE = (HERE / "templates/master.sh.j2", LIBRARY, HERE / "render.py", HERE / "plan.py", HERE / "scheme.py", HERE / "fstab.py",
         Path(pack.__file__))
 
 
@@ -39,9 +40,14 @@ def _environment():
     return env
 
 
+@cache
+def _library() -> str:
+    return LIBRARY.read_text()
+
+
 def render_master(plan: InstallPlan, inputs: str = "") -> str:
     return _environment().get_template("master.sh.j2").render(
-        image=plan.image, plan=plan, inputs=inputs, tar_extract_options=" ".join(
+        image=plan.image, plan=plan, inputs=inputs, library=_library(), tar_extract_options=" ".join(
             w if w.replace("-", "").replace("=", "").isalnum() else shell_quote(w) for w in pack.EXTRACT[1:]),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
