@@ -20,8 +20,8 @@ Per block the code must be little, or it costs more than the kernel's work:
 while the client acknowledges each block in turn, the compiled loop
 (lockstep.c, through the engine's run_compiled) sends the next; without the
 library, the engine's run_lockstep does the same in Python (about 30
-bytecodes a block, 0.91-1.0 of tftpd-hpa's throughput against 1.08-1.17
-compiled). Everything else goes through the engine's general ack() and handle().
+bytecodes a block; what each measured is in native.py). Everything else goes
+through the engine's general ack() and handle().
 """
 from __future__ import annotations
 
