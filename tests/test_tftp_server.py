@@ -153,7 +153,8 @@ def test_a_new_client_is_served_while_a_lone_lockstep_transfer_runs(fresh, tree,
     """A lone window-1 transfer waits for its ACKs spinning, not in epoll; a new request still gets served.
 
     (A client this fast over loopback still leaves gaps longer than the spin, so
-    this does not single out the 2 ms slice; it guards the outcome the slice is for.)
+    this does not single out the 2 ms slice; it guards the outcome the slice is for.
+    It times the new request itself: which of the two transfers ends first is a race.)
     """
     need("curl")
     big = subprocess.Popen(["curl", "-sS", f"tftp://127.0.0.1:{fresh.port}/big", "-o", str(tmp_path / "big")],
@@ -162,12 +163,12 @@ def test_a_new_client_is_served_while_a_lone_lockstep_transfer_runs(fresh, tree,
         assert wait_for(lambda: fresh.counters["data_sent"] > 2000, 20), "the big transfer did not start"
         c = RawClient(fresh.port)
         try:
+            start = time.monotonic()
             assert c.get("small") == b"hello tftp\n"
+            took = time.monotonic() - start
         finally:
             c.close()
-        # An event, not a stopwatch: the big lockstep transfer (over 65535 blocks) is still running
-        # when the small one has been answered, so the new client did not wait for it.
-        assert big.poll() is None, "the new client was answered only after the spinning session ended"
+        assert took < 1.0, f"the new client waited {took:.2f} s beside the spinning session"
     finally:
         assert big.wait(120) == 0, big.stderr.read()
     assert sha(tmp_path / "big") == sha(tree / "big")
